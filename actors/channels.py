@@ -1,0 +1,34 @@
+"""Every channel of a call, opened in one place with a named size.
+
+Sizes are counted in messages.  Audio batches are ~100 ms each, so
+``AUDIO_CHANNEL_SIZE = 20`` holds ~2 s between two actors before backpressure.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from .messages import AudioBatch, CallEvent
+
+__all__ = ["AUDIO_CHANNEL_SIZE", "EVENT_CHANNEL_SIZE", "CallChannels", "open_call_channels"]
+
+AUDIO_CHANNEL_SIZE = 20
+EVENT_CHANNEL_SIZE = 256
+
+
+@attrs.frozen
+class CallChannels:
+    mulaw_send: trio.MemorySendChannel[AudioBatch]
+    mulaw_receive: trio.MemoryReceiveChannel[AudioBatch]
+    audio_send: trio.MemorySendChannel[AudioBatch]
+    audio_receive: trio.MemoryReceiveChannel[AudioBatch]
+    events_send: trio.MemorySendChannel[CallEvent]
+    events_receive: trio.MemoryReceiveChannel[CallEvent]
+
+
+def open_call_channels() -> CallChannels:
+    mulaw_send, mulaw_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
+    audio_send, audio_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
+    events_send, events_receive = trio.open_memory_channel[CallEvent](EVENT_CHANNEL_SIZE)
+    return CallChannels(mulaw_send, mulaw_receive, audio_send, audio_receive, events_send, events_receive)

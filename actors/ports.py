@@ -1,0 +1,25 @@
+"""Seams between a call's actors and the world, as ``typing.Protocol``s that trio
+objects already satisfy (a memory channel is a ``TextSource``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["TextSource", "Sink"]
+
+
+class TextSource(Protocol):
+    """Twilio's side of the call: ``receive`` returns the next text message and raises
+    ``trio.EndOfChannel`` when the peer went away (with or without a close handshake).
+    A non-text frame is reported by raising ``TwilioProtocolError``."""
+
+    async def receive(self) -> str: ...
+
+
+class Sink(Protocol):
+    """Where rendered events go (stdout, JSONL, SSE hub, Redis, ...).  ``emit`` gets
+    the event exactly as INTERFACE.md shapes it.  A slow sink slows only the emitter,
+    never the audio path."""
+
+    async def emit(self, event: Mapping[str, Any]) -> None: ...

@@ -1,0 +1,175 @@
+"""TwilioReader: the Twilio-facing edge of a call."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from providers.twilio import (
+    Dtmf,
+    Media,
+    Start,
+    Stop,
+    TwilioLimits,
+    TwilioStreamDecoder,
+)
+
+from .config import CallConfig
+from .messages import AudioBatch, CallEvent, CallStarted, DtmfPressed, StreamStarted
+from .ports import TextSource
+from .stats import MULAW_BYTES_PER_MS, CallStats
+
+__all__ = ["TwilioReader", "StreamEndedBeforeStartError"]
+
+
+class StreamEndedBeforeStartError(Exception):
+    """The socket closed before Twilio's ``start``: there was never a call."""
+
+
+class TwilioReader:
+    """Turns Twilio's Media Streams messages into call audio and call events.
+
+    Consumes: text messages from a ``TextSource``
+    (``connected → start → (media | dtmf | mark)* → stop``).
+    Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
+    ``AudioBatch``es of ``batch_ms`` on ``mulaw_send``.
+    Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
+    Closes: ``mulaw_send`` and ``events_send`` when it returns, after ``stop``, when
+    the peer went away, or on shutdown (``ended_by`` says which).
+    Raises: ``TwilioProtocolError`` on malformed input; ``StreamEndedBeforeStartError``.
+
+    Twilio cannot be slowed down, so reading never waits on the pipeline: batches the
+    pipeline cannot take yet wait in a bounded edge buffer (``edge_buffer_ms``); past
+    it the oldest batch is dropped and counted in ``stats.edge_dropped_ms``.
+    """
+
+    def __init__(self, config: CallConfig, stats: CallStats, *, batch_ms: int | None = None,
+                 limits: TwilioLimits | None = None) -> None:
+        self._config = config
+        self._stats = stats
+        self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
+        self.decoder = TwilioStreamDecoder(limits or TwilioLimits())
+        self.ended_by: str | None = None  # "stop" | "disconnect", once run() returned
+        self._pending: deque[AudioBatch] = deque()
+        self._parts: list[bytes] = []  # media payloads of the batch being gathered
+        self._pending_ms = 0
+
+    async def run(
+        self,
+        source: TextSource,
+        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        events_send: trio.MemorySendChannel[CallEvent],
+        *,
+        drain_scope: trio.CancelScope | None = None,
+        read_scope: trio.CancelScope | None = None,
+        task_status: trio.TaskStatus[StreamStarted] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """``read_scope``: cancelling it stops reading (server shutdown; ``ended_by``
+        becomes ``"shutdown"``) and the call drains as after a hang-up.
+        ``drain_scope``: the scope whose deadline bounds the rest of the call once
+        Twilio is done; armed to ``drain_timeout`` from that moment."""
+        read_scope = read_scope or trio.CancelScope()
+        async with mulaw_send, events_send:
+            stream = await self._read_until_start(source)
+            await events_send.send(CallStarted(stream))
+            task_status.started(stream)
+            try:
+                with read_scope:
+                    await self._read_media(source, mulaw_send, events_send)
+                if read_scope.cancelled_caught:
+                    self.ended_by = "shutdown"
+                    self._flush_parts(mulaw_send)
+            finally:
+                self._sync_stats()
+            # Twilio is done with us: from now on the call has drain_timeout to finish.
+            if drain_scope is not None:
+                drain_scope.deadline = min(drain_scope.deadline,
+                                           trio.current_time() + self._config.drain_timeout)
+            while self._pending:
+                batch = self._pending[0]
+                await mulaw_send.send(batch)
+                self._pending.popleft()
+
+    async def _read_until_start(self, source: TextSource) -> StreamStarted:
+        while True:
+            try:
+                text = await source.receive()
+            except trio.EndOfChannel:
+                raise StreamEndedBeforeStartError("the socket closed before Twilio's start") from None
+            event = self.decoder.receive(text)
+            if isinstance(event, Start):
+                return StreamStarted(
+                    call_sid=event.call_sid,
+                    stream_sid=event.stream_sid,
+                    account_sid=event.account_sid,
+                    custom_parameters=dict(event.custom_parameters),
+                    tracks=tuple(event.tracks),
+                    media_format=f"{event.media_format.encoding};rate={event.media_format.sample_rate}",
+                )
+
+    async def _read_media(
+        self,
+        source: TextSource,
+        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        events_send: trio.MemorySendChannel[CallEvent],
+    ) -> None:
+        stats = self._stats
+        batch_bytes = self._batch_bytes
+        receive = source.receive
+        decode = self.decoder.receive
+        parts = self._parts
+        part_bytes = 0
+        while True:
+            try:
+                text = await receive()
+            except trio.EndOfChannel:
+                self.ended_by = "disconnect"
+                break
+            event = decode(text)
+            if type(event) is Media:
+                if event.track != "inbound":
+                    continue
+                payload = event.payload
+                parts.append(payload)
+                part_bytes += len(payload)
+                stats.audio_bytes += len(payload)
+                stats.media_frames += 1
+                if part_bytes >= batch_bytes:
+                    self._flush_parts(mulaw_send)
+                    part_bytes = 0
+            elif type(event) is Stop:
+                self.ended_by = "stop"
+                break
+            elif type(event) is Dtmf:
+                await events_send.send(DtmfPressed(event.digit, stats.audio_ms))
+        self._flush_parts(mulaw_send)
+
+    def _flush_parts(self, mulaw_send: trio.MemorySendChannel[AudioBatch]) -> None:
+        if self._parts:
+            self._offer(mulaw_send, b"".join(self._parts))
+            self._parts.clear()
+
+    def _offer(self, mulaw_send: trio.MemorySendChannel[AudioBatch], payload: bytes) -> None:
+        """Queue one batch without ever waiting (the edge overflow policy)."""
+        duration_ms = len(payload) // MULAW_BYTES_PER_MS
+        start_ms = self._stats.audio_ms - duration_ms
+        pending = self._pending
+        pending.append(AudioBatch(start_ms, duration_ms, payload))
+        self._pending_ms += duration_ms
+        while pending:
+            try:
+                mulaw_send.send_nowait(pending[0])
+            except trio.WouldBlock:
+                break
+            self._pending_ms -= pending.popleft().duration_ms
+        while self._pending_ms > self._config.edge_buffer_ms:
+            dropped = pending.popleft()
+            self._pending_ms -= dropped.duration_ms
+            self._stats.edge_dropped_ms += dropped.duration_ms
+
+    def _sync_stats(self) -> None:
+        decoder_stats = self.decoder.statistics()
+        self._stats.sequence_gaps = decoder_stats.sequence_gaps
+        self._stats.duplicates = decoder_stats.duplicates
+        self._stats.unknown_events = decoder_stats.unknown_events

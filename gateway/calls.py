@@ -1,0 +1,88 @@
+"""Live calls of this gateway process: admission, readiness, drain on shutdown."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import attrs
+import trio
+
+from actors.messages import StreamStarted
+from actors.stats import CallStats
+
+__all__ = ["CallRecord", "CallRegistry", "wait_idle"]
+
+
+@attrs.define
+class CallRecord:
+    id: int
+    reader_scope: trio.CancelScope
+    started_at: float
+    provider: str
+    stream: StreamStarted | None = None
+    stats: CallStats | None = None
+
+    def summary(self) -> dict[str, Any]:
+        stats = self.stats.statistics() if self.stats else None
+        return {
+            "call_sid": self.stream.call_sid if self.stream else None,
+            "stream_sid": self.stream.stream_sid if self.stream else None,
+            "state": "streaming" if self.stream else "connecting",
+            "provider": self.provider,
+            "audio_seconds": (stats.audio_ms / 1000) if stats else 0.0,
+            "dropped_ms": stats.dropped_ms if stats else 0,
+        }
+
+
+class CallRegistry:
+    """Counts admitted streams.  ``admit`` refuses past ``max_calls`` or while
+    draining; ``drain`` stops reading from every call (they end with reason
+    ``shutdown`` after their final flush) and waits up to ``grace`` seconds."""
+
+    def __init__(self, max_calls: int | None = None) -> None:
+        self.max_calls = max_calls
+        self.draining = False
+        self.calls: dict[int, CallRecord] = {}
+        self._ids = itertools.count(1)
+        self._idle = trio.Event()
+        self._idle.set()
+        self.total_calls = 0
+        self.rejected_calls = 0
+
+    @property
+    def full(self) -> bool:
+        return self.max_calls is not None and len(self.calls) >= self.max_calls
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and not self.full
+
+    def admit(self, provider: str) -> CallRecord | None:
+        if not self.ready:
+            self.rejected_calls += 1
+            return None
+        record = CallRecord(next(self._ids), trio.CancelScope(), trio.current_time(), provider)
+        self.calls[record.id] = record
+        self.total_calls += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        return record
+
+    def release(self, record: CallRecord) -> None:
+        self.calls.pop(record.id, None)
+        if not self.calls:
+            self._idle.set()
+
+    async def drain(self, grace: float) -> None:
+        self.draining = True
+        for record in list(self.calls.values()):
+            record.reader_scope.cancel()
+        with trio.move_on_after(grace):
+            await self._idle.wait()
+
+
+async def wait_idle(registry: CallRegistry) -> None:
+    """Return once no call is live (used by ``earpiece demo`` and tests)."""
+    while registry.calls:
+        await registry._idle.wait()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio_websocket
+from urllib.parse import urlsplit
 
 from providers.twilio import (
     encode_connected,
@@ -101,3 +104,22 @@ def task_count() -> int:
     def walk(task: trio.lowlevel.Task) -> int:
         return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
     return walk(trio.lowlevel.current_root_task())
+
+
+
+@asynccontextmanager
+async def open_stream_socket(url: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A raw WebSocket to the gateway whose TCP stream is closed on every path
+    (trio-websocket's ``open_websocket_url`` can leave it open when the server closes
+    first), for tests that send what no simulator would."""
+    parts = urlsplit(url)
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        try:
+            ws = await trio_websocket.wrap_client_stream(nursery, stream, parts.netloc, parts.path)
+            yield ws
+            with trio.move_on_after(2):
+                await ws.aclose()
+        finally:
+            await trio.aclose_forcefully(stream)
+            nursery.cancel_scope.cancel()

@@ -61,7 +61,7 @@ def _builtin_spec(name: str) -> ProviderSpec | None:
         if exc.name == module_name:  # vendor package not present in this build
             return None
         raise
-    return module.SPEC
+    return getattr(module, "SPEC", None)
 
 
 def _entry_point_specs() -> dict[str, ProviderSpec]:

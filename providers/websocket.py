@@ -120,6 +120,7 @@ async def open_websocket_session(
     try:
         ws = await manager.__aenter__()
     except trio_websocket.ConnectionRejected as exc:
+        await _close_rejected_stream(exc)
         body = (exc.body or b"")[:200].decode("utf-8", "replace").strip()
         raise error_for_http_status(provider, exc.status_code, body) from None
     except trio_websocket.ConnectionTimeout:
@@ -134,3 +135,16 @@ async def open_websocket_session(
             raise
     else:
         await manager.__aexit__(None, None, None)
+
+
+async def _close_rejected_stream(exc: trio_websocket.ConnectionRejected) -> None:
+    """trio-websocket 0.12 raises ``ConnectionRejected`` from its reader task without
+    closing the TCP stream, and the connection is then reachable only from the
+    traceback: close its stream rather than leave the socket to the garbage collector."""
+    tb = exc.__traceback__
+    while tb is not None:
+        connection = tb.tb_frame.f_locals.get("self")
+        if isinstance(connection, trio_websocket.WebSocketConnection):
+            await trio.aclose_forcefully(connection._stream)  # noqa: SLF001
+            return
+        tb = tb.tb_next

@@ -1,0 +1,152 @@
+"""Deepgram Flux (``/v2/listen``, ``flux-*`` models) as a sans-I/O codec.
+
+```
+open ─▶ Connected ─▶ (audio ─▶ TurnInfo*)* ─▶ finalize:
+  turn open: ForceEndTurn ─▶ EndOfTurn (trigger manual) ─▶ Finalized; CloseStream ─▶ close
+  no turn:   ForceEndTurn + CloseStream ─────────────────────────────────────────▶ close ─▶ Finalized
+```
+
+Mapping: ``TurnInfo`` ``StartOfTurn``/``Update``/``EagerEndOfTurn``/``TurnResumed`` →
+``PartialTranscript`` (the turn's full text so far); ``EndOfTurn`` →
+``FinalTranscript``, once per ``turn_index``.  Times are ``audio_window_start`` /
+``audio_window_end`` (seconds) in session ms.  While finalizing, any ``EndOfTurn``
+sends ``CloseStream``; the one answering our ``ForceEndTurn`` (``trigger: manual``) is
+``Finalized`` at once, otherwise the normal close (1000, or 1005: Flux closes without a
+status) is.  ``CloseStream`` does not end an open turn, so a turn still open at that
+close is delivered from its last text (its best transcript) before ``Finalized``.  ``Error`` is fatal to the
+session → ``ProviderFailed``.  Flux documents no KeepAlive: ``keepalive`` sends nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import MULAW_8K, AudioFormat
+from ..events import (
+    Finalized,
+    FinalTranscript,
+    PartialTranscript,
+    ProviderClosed,
+    ProviderEvent,
+    ProviderFailed,
+    SessionStarted,
+)
+from .protocol import (
+    CLOSE_STREAM,
+    NORMAL_CLOSES,
+    error_for_close,
+    error_for_vendor_code,
+    field,
+    parse_object,
+    seconds_to_ms,
+    short,
+)
+
+__all__ = ["FluxCodec", "FORCE_END_TURN"]
+
+FORCE_END_TURN = '{"type":"ForceEndTurn"}'
+_PARTIAL_EVENTS = ("StartOfTurn", "Update", "EagerEndOfTurn", "TurnResumed")
+
+
+class FluxCodec:
+    """``SttCodec`` for ``/v2/listen``; audio bytes go out unchanged as binary frames."""
+
+    def __init__(self, audio_format: AudioFormat = MULAW_8K) -> None:
+        self.audio_format = audio_format
+        self._outbox: list[str | bytes] = []
+        self.ending = False  # finalize called: no more audio
+        self.close_sent = False
+        self.finalized = False
+        self._last_final_turn = -1
+        self._open_turn: PartialTranscript | None = None  # latest text of the open turn
+        self._open_turn_index = -1
+
+    # --- commands ---------------------------------------------------------------
+
+    def send_audio(self, audio: bytes) -> None:
+        if self.ending:
+            raise RuntimeError("deepgram: audio after finalize")
+        if audio:
+            self._outbox.append(audio)
+
+    def finalize(self) -> None:
+        if self.ending:
+            return
+        self.ending = True
+        self._outbox.append(FORCE_END_TURN)
+        if self._open_turn is None:
+            self._close_stream()
+
+    def keepalive(self) -> None:
+        return None
+
+    def data_to_send(self) -> list[str | bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _close_stream(self) -> None:
+        if not self.close_sent:
+            self.close_sent = True
+            self._outbox.append(CLOSE_STREAM)
+
+    # --- server messages --------------------------------------------------------
+
+    def receive(self, message: str | bytes) -> list[ProviderEvent]:
+        obj = parse_object(message)
+        kind = field(obj, "type", str, "message")
+        if kind == "TurnInfo":
+            return self._turn_info(obj)
+        if kind == "Connected":
+            return [SessionStarted(field(obj, "request_id", str, "Connected", ""))]
+        if kind == "Error":
+            name = field(obj, "code", str, "Error", "")
+            description = field(obj, "description", str, "Error", "")
+            detail = f"error {name or 'without a code'}" + (f": {short(description)}" if description else "")
+            return [ProviderFailed(error_for_vendor_code(name, detail))]
+        return []  # Warning, ConfigureSuccess/Failure, and types added later
+
+    def connection_closed(self, code: int, reason: str) -> list[ProviderEvent]:
+        events: list[ProviderEvent] = []
+        if self.ending and code in NORMAL_CLOSES:  # the end of the finalize sequence
+            turn = self._open_turn
+            if turn is not None and turn.text.strip() and self._open_turn_index > self._last_final_turn:
+                events.append(FinalTranscript(turn.text, turn.start_ms, turn.end_ms))
+            self._open_turn = None
+            self.finalized = True
+            events.append(Finalized())
+        elif not self.finalized and code not in NORMAL_CLOSES and code != 1006:
+            events.append(ProviderFailed(error_for_close(code, reason)))
+        events.append(ProviderClosed(code, reason))
+        return events
+
+    def _turn_info(self, obj: dict[str, Any]) -> list[ProviderEvent]:
+        event = field(obj, "event", str, "TurnInfo")
+        turn_index = field(obj, "turn_index", int, "TurnInfo")
+        text = field(obj, "transcript", str, "TurnInfo", "")
+        start = field(obj, "audio_window_start", float, "TurnInfo", 0.0)
+        end = field(obj, "audio_window_end", float, "TurnInfo", start)
+        start_ms = seconds_to_ms(start, "TurnInfo.audio_window_start")
+        end_ms = max(start_ms, seconds_to_ms(end, "TurnInfo.audio_window_end"))
+        if event == "EndOfTurn":
+            self._open_turn = None
+            events: list[ProviderEvent] = []
+            if turn_index > self._last_final_turn:
+                self._last_final_turn = turn_index
+                if text.strip():
+                    events.append(FinalTranscript(text, start_ms, end_ms))
+            if self.ending:
+                self._close_stream()
+                if field(obj, "trigger", str, "TurnInfo", "") == "manual" and not self.finalized:
+                    # the answer to our ForceEndTurn: every byte we sent is in a turn now
+                    self.finalized = True
+                    events.append(Finalized())
+            return events
+        if event in _PARTIAL_EVENTS and turn_index > self._last_final_turn:
+            partial = PartialTranscript(text, start_ms, end_ms)
+            self._open_turn_index = turn_index
+            self._open_turn = partial if text.strip() else self._open_turn
+            if event == "StartOfTurn" and self._open_turn is None:
+                # a turn began before any text: keep it open so finalize waits for it
+                self._open_turn = partial
+            return [partial] if text.strip() else []
+        return []

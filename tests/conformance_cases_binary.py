@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import orjson
 
+from providers.assemblyai import AssemblyAICodec
+from providers.base import MULAW_8K
 from providers.deepgram import DeepgramCodec, FluxCodec
 from tests.conformance import CodecCase
 
@@ -94,4 +96,43 @@ DEEPGRAM_FLUX = CodecCase(
     ],
 )
 
-CASES = [DEEPGRAM, DEEPGRAM_FLUX]
+
+
+# --- AssemblyAI v3 ---------------------------------------------------------------------
+
+
+def _aai_turn(order: int, text: str, start: int, *, end_of_turn: bool, formatted: bool) -> str:
+    words = [{"text": w, "start": start + 300 * i, "end": start + 300 * i + 250, "confidence": 0.87,
+              "word_is_final": end_of_turn or i < len(text.split()) - 1} for i, w in enumerate(text.split())]
+    return j({"type": "Turn", "turn_order": order, "turn_is_formatted": formatted, "end_of_turn": end_of_turn,
+              "transcript": text, "utterance": text if end_of_turn else "",
+              "end_of_turn_confidence": 0.43 if end_of_turn else 0.01, "words": words})
+
+
+ASSEMBLYAI = CodecCase(
+    name="assemblyai",
+    # format_turns=true, the client's default: finals are the formatted end-of-turn messages
+    make_codec=lambda: AssemblyAICodec(MULAW_8K, format_turns=True),
+    handshake=[j({"type": "Begin", "id": "de5d9927-73a6-4be8-b52d-b4c07be37e6b", "expires_at": 1759796682})],
+    partial_message=_aai_turn(0, "Hi my name", 2160, end_of_turn=False, formatted=False),
+    final_message=_aai_turn(0, "Hi, my name is Sonny.", 2160, end_of_turn=True, formatted=True),
+    finalize_reply=[
+        _aai_turn(1, "goodbye", 4000, end_of_turn=True, formatted=False),
+        _aai_turn(1, "Goodbye.", 4000, end_of_turn=True, formatted=True),
+        j({"type": "Termination", "audio_duration_seconds": 5, "session_duration_seconds": 6}),
+    ],
+    fatal_error_message=j({"type": "Error", "error_code": 1008, "error": "Unauthorized connection: Invalid API key"}),
+    retryable_error_message=j({"type": "Error", "error_code": 3005, "error": "Session Cancelled: server error"}),
+    malformed=[
+        j({"type": "Begin", "expires_at": 1759796682}),
+        j({"type": "Turn", "turn_order": "0", "end_of_turn": False, "transcript": "x"}),
+        j({"type": "Turn", "turn_order": 0, "end_of_turn": None, "transcript": "x"}),
+        j({"type": "Turn", "turn_order": 0, "end_of_turn": False, "transcript": "x",
+           "words": [{"text": "x", "start": "2160", "end": 2560}]}),
+        j({"type": "Turn", "turn_order": 0, "end_of_turn": False, "transcript": "x",
+           "words": [{"text": "x", "start": 1e300, "end": 2560}]}),
+        j({"type": "Error", "error_code": "3005", "error": "x"}),
+    ],
+)
+
+CASES = [DEEPGRAM, DEEPGRAM_FLUX, ASSEMBLYAI]

@@ -304,6 +304,8 @@ def test_defaults_are_nova3_mulaw_8k_with_token_auth():
     assert (provider.audio_format, provider.chunk_ms, provider.keepalive_interval) == (MULAW_8K, 100, 4.0)
     assert KEY not in repr(provider) and KEY not in provider.url
     assert SPEC.key_env == "DEEPGRAM_API_KEY" and SPEC.audio_format == MULAW_8K
+    https = create({"DEEPGRAM_API_KEY": KEY, "DEEPGRAM_BASE_URL": "https://api.eu.deepgram.com/"})
+    assert https.url.startswith("wss://api.eu.deepgram.com/v1/listen?")
 
 
 def test_options_from_the_environment():
@@ -338,7 +340,7 @@ def test_flux_model_selects_v2():
     [
         ({"DEEPGRAM_API_KEY": ""}, "DEEPGRAM_API_KEY"),
         ({"DEEPGRAM_API_KEY": "two words"}, "DEEPGRAM_API_KEY"),
-        ({"DEEPGRAM_BASE_URL": "https://api.deepgram.com"}, "DEEPGRAM_BASE_URL"),
+        ({"DEEPGRAM_BASE_URL": "ftp://api.deepgram.com"}, "DEEPGRAM_BASE_URL"),
         ({"DEEPGRAM_BASE_URL": "wss://host/v1/listen"}, "DEEPGRAM_BASE_URL"),
         ({"DEEPGRAM_MODEL": "nova 3"}, "DEEPGRAM_MODEL"),
         ({"DEEPGRAM_ENCODING": "opus"}, "DEEPGRAM_ENCODING"),
@@ -405,13 +407,21 @@ async def test_wrong_key_is_a_fatal_provider_error_and_the_call_still_ends():
     assert sink.of_call(call.call_sid)[-1]["reason"] == "stop"
 
 
-async def test_provider_closing_mid_call_is_reported_and_the_call_ends():
+def committed_spans(sink: ListSink, call_sid: str) -> list[tuple[int, int]]:
+    return [(e["audio_start_ms"], e["audio_end_ms"]) for e in sink.of_call(call_sid) if e.get("kind") == "committed"]
+
+
+async def test_provider_closing_mid_call_is_reported_then_a_new_session_finishes_the_call():
     fake = DeepgramFake(api_key=KEY, close_at_ms=(1200, 1011, "NET-0000"))
     call, sink = await _call(fake, tone(3000))
     events = sink.of_call(call.call_sid)
-    assert sink.committed(call.call_sid) == [span_text(0, 1000)]
     [error] = [e for e in events if e["type"] == "provider_error"]
-    assert error["fatal"] is False and "1011" in error["detail"]
+    assert error["fatal"] is False and "1011" in error["detail"] and "NET-0000" in error["detail"]
+    assert "provider_reconnected" in sink.types(call.call_sid)
+    assert fake.sessions[0].close_code == 1011 and fake.sessions[-1].close_code == 1000
+    spans = committed_spans(sink, call.call_sid)
+    assert spans[0] == (0, 1000) and spans[-1][1] == 3000
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: nothing lost, nothing twice
     assert events[-1]["type"] == "call_ended" and events[-1]["reason"] == "stop"
 
 

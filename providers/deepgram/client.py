@@ -141,13 +141,14 @@ class DeepgramProvider:
 
 
 def base_url(env: Mapping[str, str], key: str, default: str, provider: str) -> str:
-    """``scheme://host[:port]`` with scheme ws or wss; the documented path is appended."""
+    """``scheme://host[:port]``, scheme ws or wss (http/https mean the same); the
+    documented path is appended, so a path here is a mistake."""
     raw = (env.get(key) or "").strip() or default
     parts = urlsplit(raw)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
-        raise ProviderConfigError(provider, f"{key} must look like wss://host[:port], not {raw!r}")
-    return f"{parts.scheme}://{parts.netloc}"
+    scheme = {"wss": "wss", "https": "wss", "ws": "ws", "http": "ws"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ProviderConfigError(provider, f"{key} must look like wss://host[:port], not {raw[:80]!r}")
+    return f"{scheme}://{parts.netloc}"
 
 
 def api_key(env: Mapping[str, str], key: str, provider: str) -> str:

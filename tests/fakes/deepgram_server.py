@@ -18,9 +18,10 @@ the rest, ``Metadata``, close 1000.  Flux: ``Connected``, ``TurnInfo`` ``StartOf
 / ``Update`` / ``EndOfTurn`` on the same script; ``ForceEndTurn`` → ``EndOfTurn``
 (``trigger: manual``); ``CloseStream`` → close without a status code (1005).
 
-Transcript text names the span: ``"deepgram 0 to 1000"``.  Faults: ``close_at_ms``
-(close with a code and reason once that much audio arrived), ``error_at_ms`` (send an
-``Error`` message then close 1011).  Every session's audio bytes, frame sizes and
+Transcript text names the span: ``"deepgram 0 to 1000"``.  Faults, on the sessions
+listed in ``fault_sessions`` (by default only the first, so a reconnect succeeds):
+``close_at_ms`` (close with a code and reason once that much audio arrived),
+``error_at_ms`` (send an ``Error`` message then close 1011).  Every session's audio bytes, frame sizes and
 control messages are recorded.
 """
 
@@ -59,6 +60,7 @@ class FakeSession:
     frames: list[int] = attrs.Factory(list)  # binary frame sizes, in order
     controls: list[str] = attrs.Factory(list)  # "type" of each text message, in order
     sent: list[dict] = attrs.Factory(list)  # every message the fake sent
+    index: int = 0  # 0 for the first connection, then 1, 2 ...
     close_code: int | None = None
     close_reason: str = ""
     committed_ms: int = 0
@@ -78,6 +80,7 @@ class DeepgramFake:
     idle_timeout: float = 10.0
     close_at_ms: tuple[int, int, str] | None = None  # (audio ms, close code, reason)
     error_at_ms: tuple[int, dict] | None = None  # (audio ms, Error message body)
+    fault_sessions: tuple[int, ...] = (0,)  # which sessions (by index) the faults hit
     sessions: list[FakeSession] = attrs.Factory(list)
     rejected: list[tuple[int, str]] = attrs.Factory(list)  # (HTTP status, dg-error)
 
@@ -98,7 +101,7 @@ class DeepgramFake:
             await self._reject(request, 400, problem)
             return
         ws = await request.accept()
-        session = FakeSession(target.path, query, headers, bytes_per_ms)
+        session = FakeSession(target.path, query, headers, bytes_per_ms, index=len(self.sessions))
         self.sessions.append(session)
         try:
             if target.path == "/v2/listen":
@@ -166,10 +169,11 @@ class DeepgramFake:
                 session.audio += message
                 session.frames.append(len(message))
                 now = session.received_ms
-                if self.close_at_ms and now >= self.close_at_ms[0]:
+                faulty = session.index in self.fault_sessions
+                if self.close_at_ms and faulty and now >= self.close_at_ms[0]:
                     await self._close(ws, session, self.close_at_ms[1], self.close_at_ms[2])
                     return
-                if self.error_at_ms and now >= self.error_at_ms[0]:
+                if self.error_at_ms and faulty and now >= self.error_at_ms[0]:
                     await self._send(ws, session, {"type": "Error", **self.error_at_ms[1]})
                     await self._close(ws, session, 1011, "error")
                     return

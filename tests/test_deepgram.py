@@ -472,8 +472,8 @@ async def _session_with_idle_gap(fake: DeepgramFake, keepalive_interval: float |
 
 
 async def test_keepalive_holds_the_session_open_through_silence():
-    fake = DeepgramFake(api_key=KEY, idle_timeout=0.4, final_every_ms=10_000, partial_every_ms=10_000)
-    transcripts, failure = await _session_with_idle_gap(fake, keepalive_interval=0.1, gap=1.0)
+    fake = DeepgramFake(api_key=KEY, idle_timeout=0.8, final_every_ms=10_000, partial_every_ms=10_000)
+    transcripts, failure = await _session_with_idle_gap(fake, keepalive_interval=0.1, gap=1.6)
     assert failure is None
     [session] = fake.sessions
     assert session.controls.count("KeepAlive") >= 5

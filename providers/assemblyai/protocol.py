@@ -209,7 +209,8 @@ class AssemblyAICodec:
         if self._pending:
             pad = self.min_frame - len(self._pending)
             self.padded_bytes += pad
-            self._emit(self._pending + self._silence * pad)
+            self._tracker.add(len(self._pending))  # spans count call audio, not the padding
+            self._outbox.append(self._pending + self._silence * pad)
             self._pending = b""
         self.terminating = True
         self._outbox.append(TERMINATE)

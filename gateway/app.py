@@ -1,4 +1,9 @@
-"""The gateway's ASGI application: quart-trio for HTTP, a raw handler for the stream."""
+"""The gateway's ASGI application: quart-trio for HTTP, a raw handler for the stream.
+
+With a Twilio auth token (``TWILIO_AUTH_TOKEN``), the three doors Twilio uses —
+``/twilio/voice``, ``/twilio/status`` and the upgrade of ``/twilio/stream`` — answer 403
+and log one line unless ``X-Twilio-Signature`` is valid (``gateway/security.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,19 @@ from quart_trio import QuartTrio
 from actors.config import CallConfig
 from actors.ports import Sink
 from providers.base import SttProvider
+from providers.twilio import TwilioLimits
 
 from .calls import CallRegistry
 from .config import Settings
-from .twilio_socket import TwilioStreamEndpoint
+from .security import (
+    TwilioSignatureValidator,
+    check_request,
+    peer_label,
+    printable,
+    public_origin,
+    request_params,
+)
+from .twilio_socket import FORBIDDEN, TwilioStreamEndpoint
 from .twiml import connect_stream_twiml, reject_twiml
 
 __all__ = ["Gateway", "STREAM_PATH"]
@@ -25,21 +39,46 @@ log = logging.getLogger("earpiece.gateway")
 STREAM_PATH = "/twilio/stream"
 STATUS_PATH = "/twilio/status"
 TWIML_PARAMETERS = ("From", "To", "CallSid")
+#: Twilio's webhook bodies are a few kB of form fields.
+MAX_WEBHOOK_BODY = 64 * 1024
 
 
 class Gateway:
     """One gateway process: settings, the configured provider, sinks, live calls.
     ``gateway`` itself is the ASGI callable Hypercorn serves."""
 
-    def __init__(self, settings: Settings, provider: SttProvider, sinks: Sequence[Sink]) -> None:
+    def __init__(self, settings: Settings, provider: SttProvider, sinks: Sequence[Sink], *,
+                 twilio_auth_token: str | None = None, fallbacks: Sequence[SttProvider] = ()) -> None:
         self.settings = settings
         self.provider = provider
         self.sinks = list(sinks)
         self.registry = CallRegistry(settings.max_calls)
-        self.call_config = CallConfig(batch_ms=settings.batch_ms, drain_timeout=settings.drain_timeout)
+        token = twilio_auth_token or settings.twilio_auth_token
+        #: None: requests are not checked (no token configured)
+        self.validator = TwilioSignatureValidator(token) if token else None
+        self.call_config = CallConfig(
+            batch_ms=settings.batch_ms,
+            drain_timeout=settings.drain_timeout,
+            twilio_limits=TwilioLimits(
+                max_payload_bytes=settings.max_payload_bytes,
+                max_custom_parameters=settings.max_custom_parameters,
+                max_custom_parameter_chars=settings.max_custom_parameter_chars,
+                max_message_chars=settings.max_message_bytes,
+            ),
+            max_call_duration=settings.max_call_duration,
+            media_idle_timeout=settings.media_idle_timeout,
+            fallbacks=tuple(fallbacks),  # --fallback: failed over to, in order (actors.supervision)
+        )
         self.status_callbacks = 0
-        self.stream_endpoint = TwilioStreamEndpoint(provider, self.sinks, self.registry, self.call_config)
+        self.refused_requests = 0
+        self.stream_endpoint = TwilioStreamEndpoint(
+            provider, self.sinks, self.registry, self.call_config,
+            authorize=self._authorize_stream if self.validator is not None else None)
         self.http = self._build_http_app()
+
+    def __repr__(self) -> str:
+        return (f"Gateway(provider={self.provider.name!r}, calls={len(self.registry.calls)}, "
+                f"signatures={'required' if self.validator else 'not checked'})")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"].rstrip("/") == STREAM_PATH:
@@ -49,43 +88,71 @@ class Gateway:
 
     # --- URLs -------------------------------------------------------------------------
 
-    def stream_url(self, headers: Any, host_url: str) -> str:
-        """The ``wss://`` URL written into TwiML (and signed by Twilio)."""
-        if self.settings.public_url:
-            base = self.settings.public_url
-        else:
-            proto = (headers.get("X-Forwarded-Proto") or "").split(",")[0].strip()
-            host = (headers.get("X-Forwarded-Host") or "").split(",")[0].strip() or headers.get("Host", "")
-            scheme = proto or host_url.split("://", 1)[0]
-            base = f"{scheme}://{host}"
-        scheme, rest = base.split("://", 1)
-        ws_scheme = {"https": "wss", "wss": "wss", "http": "ws", "ws": "ws"}[scheme]
-        return f"{ws_scheme}://{rest}{STREAM_PATH}"
+    def stream_url(self, scope: dict[str, Any]) -> str:
+        """The ``wss://`` URL written into TwiML for the webhook request in ``scope``;
+        Twilio signs exactly this URL when it opens the stream, and
+        ``_authorize_stream`` rebuilds it the same way from the upgrade request."""
+        return public_origin(scope, self.settings.public_url, websocket=True) + STREAM_PATH
+
+    # --- signatures -------------------------------------------------------------------
+
+    def _authorize_stream(self, scope: dict[str, Any]) -> str | None:
+        assert self.validator is not None
+        check = check_request(self.validator, scope, b"", self.settings.public_url)
+        if not check.ok:
+            self.refused_requests += 1
+        return check.refusal
+
+    async def _twilio_request(self) -> tuple[dict[str, str], Response | None]:
+        """The webhook's fields, or a 403 (logged once) when its signature is required
+        and not valid."""
+        scope = request.scope
+        body = await request.get_data() if request.method != "GET" else b""
+        assert isinstance(body, bytes)
+        if self.validator is not None:
+            check = check_request(self.validator, scope, body, self.settings.public_url)
+            if not check.ok:
+                self.refused_requests += 1
+                log.warning("refused %s %s from %s: %s", request.method, printable(request.path),
+                            peer_label(scope), printable(check.refusal or ""))
+                return {}, Response(FORBIDDEN, status=403, content_type="text/plain")
+        return dict(request_params(scope, body)), None
 
     # --- HTTP routes ------------------------------------------------------------------
 
     def _build_http_app(self) -> QuartTrio:
         app = QuartTrio("earpiece")
+        app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BODY
         gateway = self
 
-        @app.post("/twilio/voice")
+        @app.route("/twilio/voice", methods=["POST", "GET"])
         async def voice() -> Response:
-            form = await request.form
+            form, refused = await gateway._twilio_request()
+            if refused is not None:
+                return refused
             if not gateway.registry.ready:
-                log.warning("rejected call %s: gateway %s", form.get("CallSid", "?"),
+                log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
                             "draining" if gateway.registry.draining else "full")
                 return Response(reject_twiml("busy"), content_type="text/xml")
             params = {name: form[name] for name in TWIML_PARAMETERS if form.get(name)}
-            url = gateway.stream_url(request.headers, request.host_url)
-            return Response(connect_stream_twiml(url, params), content_type="text/xml")
+            url = gateway.stream_url(request.scope)
+            try:
+                twiml = connect_stream_twiml(url, params)
+            except ValueError as exc:  # a field TwiML cannot carry (control characters, 500+ chars)
+                log.warning("refused call %s: %s", printable(form.get("CallSid", "?")), printable(str(exc)))
+                return Response("bad request: a webhook field TwiML cannot carry\n", status=400,
+                                content_type="text/plain")
+            return Response(twiml, content_type="text/xml")
 
-        @app.post(STATUS_PATH)
+        @app.route(STATUS_PATH, methods=["POST", "GET"])
         async def status() -> Response:
-            form = await request.form
+            form, refused = await gateway._twilio_request()
+            if refused is not None:
+                return refused
             gateway.status_callbacks += 1
-            log.info("stream status %s for call %s stream %s%s", form.get("StreamEvent", "?"),
-                     form.get("CallSid", "?"), form.get("StreamSid", "?"),
-                     f": {form['StreamError']}" if form.get("StreamError") else "")
+            log.info("stream status %s for call %s stream %s%s", printable(form.get("StreamEvent", "?")),
+                     printable(form.get("CallSid", "?")), printable(form.get("StreamSid", "?")),
+                     f": {printable(form['StreamError'])}" if form.get("StreamError") else "")
             return Response("", status=204)
 
         @app.get("/healthz")

@@ -9,11 +9,14 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 
+import attrs
 import trio
 
 from providers.base import SttProvider
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _gateway_flags(serve)
     serve.add_argument("--host", help="bind address (127.0.0.1)")
     serve.add_argument("--port", help="bind port (8080)")
+    serve.add_argument("--certfile", help="PEM certificate chain: serve HTTPS/WSS without a TLS proxy")
+    serve.add_argument("--keyfile", help="PEM private key (unencrypted) for --certfile")
 
     demo = sub.add_parser("demo", help="transcribe a sample call offline, end to end")
     demo.add_argument("wav", nargs="?", help="any PCM WAV (default: the bundled sample call)")
@@ -66,20 +71,39 @@ def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-ms", dest="batch_ms", help="audio batch towards the provider (100)")
     parser.add_argument("--drain-timeout", dest="drain_timeout", help="seconds to wait for the final transcript (2)")
     parser.add_argument("--log-format", dest="log_format", help="text | json")
+    limits = parser.add_argument_group("limits (each also EARPIECE_<FLAG>)")
+    limits.add_argument("--max-message-bytes", dest="max_message_bytes",
+                        help="largest WebSocket message; larger closes the socket with 1009 (65536)")
+    limits.add_argument("--max-payload-bytes", dest="max_payload_bytes",
+                        help="largest decoded audio payload of one media message (8000)")
+    limits.add_argument("--max-custom-parameters", dest="max_custom_parameters",
+                        help="most customParameters in start (64)")
+    limits.add_argument("--max-custom-parameter-chars", dest="max_custom_parameter_chars",
+                        help="longest name + value of one customParameter (1000)")
+    limits.add_argument("--max-call-duration", dest="max_call_duration",
+                        help="seconds after which a call is ended (14400 = 4 h)")
+    limits.add_argument("--media-idle-timeout", dest="media_idle_timeout",
+                        help="seconds without media that end a call (30)")
 
 
 def configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, SttProvider]:
     """Validate everything a gateway needs before it starts (ConfigError on any problem)."""
+    settings, provider, _ = configure_chain(args, env)
+    return settings, provider
+
+
+def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
+                    ) -> tuple[Settings, SttProvider, tuple[SttProvider, ...]]:
+    """``configure``, also returning the ``--fallback`` providers it created (in order)."""
     settings = Settings.from_sources(vars(args), env)
     for spec in settings.sinks:
         parse_sink_spec(spec)
     try:
         provider = create_provider(settings.provider, env)
-        for name in settings.fallback:
-            create_provider(name, env)
+        fallbacks = tuple(create_provider(name, env) for name in settings.fallback)
     except ProviderConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return settings, provider
+    return settings, provider, fallbacks
 
 
 def _setup_logging(level: int) -> None:
@@ -88,22 +112,32 @@ def _setup_logging(level: int) -> None:
 
 def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .app import Gateway
-    from .serve import check_port_free, serve_gateway
+    from .serve import check_port_free, check_tls_files, serve_gateway
     from .sinks import open_sinks
 
-    settings, provider = configure(args, env)
+    settings, provider, fallbacks = configure_chain(args, env)
+    check_tls_files(settings.certfile, settings.keyfile)
     check_port_free(settings.host, settings.port)
     _setup_logging(logging.INFO)
-    if not env.get("TWILIO_AUTH_TOKEN") and not _is_loopback(settings.host):
+    if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)
 
     async def main() -> None:
-        async with open_sinks(settings.sinks) as sinks:
-            gateway = Gateway(settings, provider, sinks)
-            log.info("earpiece on http://%s:%d provider=%s sinks=%s", settings.host, settings.port,
-                     provider.name, ",".join(settings.sinks))
-            await serve_gateway(gateway)
+        # Signals are ours from before the first request: a SIGTERM during start-up is a
+        # clean shutdown too, not the default kill.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def signalled() -> None:
+                async for _ in signals:
+                    return
+
+            async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
+                gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
+                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled))
+                log.info("earpiece on %s provider=%s sinks=%s signatures=%s", ", ".join(binds),
+                         provider.name, ",".join(settings.sinks),
+                         "required" if settings.twilio_auth_token else "NOT checked")
 
     trio.run(main)
     return 0
@@ -126,14 +160,19 @@ def _cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError(f"no such WAV file: {wav}")
     args.host, args.port = "127.0.0.1", "0"
     settings, provider = configure(args, env)
+    # The demo's gateway is loopback-only and fed by our own simulator, never by Twilio.
+    settings = attrs.evolve(settings, twilio_auth_token=None)
     _setup_logging(logging.WARNING)
     trio.run(run_demo, settings, provider, wav, args.fast)
     return 0
 
 
 def _cmd_call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import trio_websocket
+
     from actors.dsp import wav_to_mulaw_8k
 
+    from .security import SIGNATURE_HEADER, compute_signature
     from .simulator import simulate_call
 
     params: dict[str, str] = {}
@@ -149,7 +188,20 @@ def _cmd_call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     _setup_logging(logging.WARNING)
-    result = trio.run(lambda: simulate_call(args.url, mulaw, fast=args.fast, custom_parameters=params))
+    # Sign the upgrade as Twilio would when a token is at hand (a gateway that checks needs it).
+    token = env.get("TWILIO_AUTH_TOKEN")
+    headers = [(SIGNATURE_HEADER, compute_signature(token, args.url))] if token else []
+    try:
+        result = trio.run(lambda: simulate_call(args.url, mulaw, fast=args.fast, custom_parameters=params,
+                                                extra_headers=headers))
+    except trio_websocket.ConnectionRejected as exc:
+        body = (exc.body or b"").decode("utf-8", "replace").strip()
+        print(f"earpiece: error: the gateway refused the stream with HTTP {exc.status_code}: {body[:200]}",
+              file=sys.stderr)
+        return 1
+    except (OSError, trio_websocket.HandshakeError) as exc:
+        print(f"earpiece: error: cannot stream to {args.url}: {exc}", file=sys.stderr)
+        return 1
     print(f"[{result.call_sid}] sent {result.frames_sent} media frames ({result.frames_sent * 20 / 1000:.1f} s)"
           + (f"; the gateway closed the stream early (code {result.close_code}: {result.close_reason})"
              if result.closed_by_gateway else ""))

@@ -1,13 +1,38 @@
-"""Gateway settings: every flag has an ``EARPIECE_<FLAG>`` variable; a flag beats it."""
+"""Gateway settings: every flag has an ``EARPIECE_<FLAG>`` variable; a flag beats it.
+
+Limits (all flags, all with ``EARPIECE_`` variables; defaults chosen for a phone line):
+
+=============================== ========= =================================================
+``--max-message-bytes``         65536     one WebSocket message (Hypercorn closes 1009)
+``--max-payload-bytes``         8000      decoded audio in one ``media`` message (1 s)
+``--max-custom-parameters``     64        entries in ``start.customParameters``
+``--max-custom-parameter-chars`` 1000     ``len(name) + len(value)`` of one of them
+``--max-call-duration``         14400     seconds a call may last (4 h)
+``--media-idle-timeout``        30        seconds without ``media`` that end a call
+=============================== ========= =================================================
+
+``TWILIO_AUTH_TOKEN`` (environment only) turns on ``X-Twilio-Signature`` checks; it is
+held with ``repr=False`` and never rendered.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import attrs
 
 __all__ = ["ConfigError", "Settings"]
+
+# Defaults of the limits above.  A Twilio media message is ~400 bytes; Twilio's own
+# <Parameter> limit is name + value under 500 characters.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 8000
+MAX_CUSTOM_PARAMETERS = 64
+MAX_CUSTOM_PARAMETER_CHARS = 1000
+MAX_CALL_DURATION = 4 * 3600.0
+MEDIA_IDLE_TIMEOUT = 30.0
 
 
 class ConfigError(Exception):
@@ -33,8 +58,8 @@ def _positive_float(name: str, raw: str | float | None, default: float) -> float
         value = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {value:g}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive, finite number of seconds, not {raw!r}")
     return value
 
 
@@ -50,6 +75,16 @@ class Settings:
     batch_ms: int = 100
     drain_timeout: float = 2.0
     log_format: str = "text"
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_custom_parameters: int = MAX_CUSTOM_PARAMETERS
+    max_custom_parameter_chars: int = MAX_CUSTOM_PARAMETER_CHARS
+    max_call_duration: float = MAX_CALL_DURATION
+    media_idle_timeout: float = MEDIA_IDLE_TIMEOUT
+    certfile: str | None = None
+    keyfile: str | None = None
+    #: Twilio's primary auth token; set means every Twilio request must be signed.
+    twilio_auth_token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
@@ -75,13 +110,27 @@ class Settings:
         if public_url:
             parts = urlsplit(str(public_url))
             if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
-                raise ConfigError(f"--public-url must look like https://host[:port], not {public_url!r}")
+                shown = str(public_url).rpartition("@")[2]  # never echo a user:password@
+                raise ConfigError(f"--public-url must look like https://host[:port], not {shown!r}")
+            if parts.username is not None or parts.query or parts.fragment:
+                raise ConfigError("--public-url must be scheme://host[:port][/prefix], without user:password@, "
+                                  "query or fragment")
         batch_ms = _positive_int("--batch-ms", pick("batch_ms"), 100) or 100
         if batch_ms % 20 or batch_ms > 1000:
             raise ConfigError(f"--batch-ms must be a multiple of 20 up to 1000, not {batch_ms}")
         log_format = str(pick("log_format") or "text")
         if log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, not {log_format!r}")
+        certfile, keyfile = pick("certfile"), pick("keyfile")
+        if bool(certfile) != bool(keyfile):
+            raise ConfigError("--certfile and --keyfile go together: give both (PEM certificate chain and key)")
+
+        def limit(name: str, default: int) -> int:
+            return _positive_int(f"--{name.replace('_', '-')}", pick(name), default) or default
+
+        def seconds(name: str, default: float) -> float:
+            return _positive_float(f"--{name.replace('_', '-')}", pick(name), default)
+
         return cls(
             host=str(pick("host") or "127.0.0.1"),
             port=port if port is not None else 8080,
@@ -93,4 +142,13 @@ class Settings:
             batch_ms=batch_ms,
             drain_timeout=_positive_float("--drain-timeout", pick("drain_timeout"), 2.0),
             log_format=log_format,
+            max_message_bytes=limit("max_message_bytes", MAX_MESSAGE_BYTES),
+            max_payload_bytes=limit("max_payload_bytes", MAX_PAYLOAD_BYTES),
+            max_custom_parameters=limit("max_custom_parameters", MAX_CUSTOM_PARAMETERS),
+            max_custom_parameter_chars=limit("max_custom_parameter_chars", MAX_CUSTOM_PARAMETER_CHARS),
+            max_call_duration=seconds("max_call_duration", MAX_CALL_DURATION),
+            media_idle_timeout=seconds("media_idle_timeout", MEDIA_IDLE_TIMEOUT),
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
         )

@@ -1,10 +1,13 @@
-"""Serve a Gateway with Hypercorn's trio worker."""
+"""Serve a Gateway with Hypercorn's trio worker (plain HTTP, or TLS with
+``--certfile``/``--keyfile`` for deployments without a terminating proxy)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -14,7 +17,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from .app import Gateway
 from .config import ConfigError
 
-__all__ = ["serve_gateway", "check_port_free", "hypercorn_config", "SHUTDOWN_GRACE"]
+__all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_config", "SHUTDOWN_GRACE"]
 
 log = logging.getLogger("earpiece.gateway")
 
@@ -22,14 +25,42 @@ SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT
 MAX_WS_MESSAGE = 64 * 1024  # a Twilio media message is ~400 bytes
 
 
-def hypercorn_config(host: str, port: int) -> HypercornConfig:
+def hypercorn_config(host: str, port: int, *, max_message_bytes: int = MAX_WS_MESSAGE,
+                     certfile: str | None = None, keyfile: str | None = None) -> HypercornConfig:
+    """``max_message_bytes``: a larger WebSocket message makes Hypercorn close that socket
+    with 1009 (Message Too Big) before the application sees it, so one peer cannot make
+    the process buffer more.  ``certfile``/``keyfile``: serve HTTPS and WSS."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.websocket_max_message_size = MAX_WS_MESSAGE
+    config.websocket_max_message_size = max_message_bytes
     config.graceful_timeout = SHUTDOWN_GRACE + 5
+    if certfile is not None:
+        config.certfile, config.keyfile = certfile, keyfile
+        config.alpn_protocols = ["http/1.1"]  # Twilio's upgrade is HTTP/1.1
     return config
+
+
+def check_tls_files(certfile: str | None, keyfile: str | None) -> None:
+    """Load the certificate and key once before serving, so a bad or missing file is one
+    clear line at start (ConfigError) rather than a traceback from Hypercorn."""
+    if certfile is None and keyfile is None:
+        return
+    if not certfile or not keyfile:
+        raise ConfigError("--certfile and --keyfile go together: give both (PEM certificate chain and key)")
+    for flag, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        # the password callback answers instead of a terminal prompt for an encrypted key
+        context.load_cert_chain(certfile, keyfile, password=lambda: b"")
+    except ssl.SSLError as exc:  # an OSError too: catch it first
+        raise ConfigError(f"--certfile {certfile} / --keyfile {keyfile} are not a matching, unencrypted PEM "
+                          f"certificate and key ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS files {certfile}, {keyfile}: {exc.strerror or exc}") from None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -67,5 +98,7 @@ async def serve_gateway(
         log.info("shutting down: draining %d call(s) for up to %g s", len(gateway.registry.calls), grace)
         await gateway.registry.drain(grace)
 
-    await hypercorn_serve(gateway, hypercorn_config(settings.host, settings.port),  # type: ignore[arg-type]
+    config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,
+                              certfile=settings.certfile, keyfile=settings.keyfile)
+    await hypercorn_serve(gateway, config,  # type: ignore[arg-type]
                           shutdown_trigger=shutdown, task_status=task_status, mode="asgi")

@@ -15,6 +15,7 @@ from providers.base import SttProvider
 from providers.twilio import TwilioProtocolError
 
 from .calls import CallRegistry
+from .security import peer_label, printable
 
 __all__ = ["AsgiTextSource", "TwilioStreamEndpoint"]
 
@@ -47,7 +48,14 @@ class AsgiTextSource:
 
 class TwilioStreamEndpoint:
     """Accepts a Media Stream, runs the call, closes the socket with a code that says
-    how it ended (1000 normal, 1001 shutdown, 1008 bad input, 1013 full)."""
+    how it ended (1000 normal, 1001 shutdown, 1008 bad input or a limit, 1011 provider).
+
+    Before the upgrade: ``authorize(scope)`` (the signature check) returns a refusal
+    reason for the log, or None; a refused upgrade is answered 403.  Then admission: a
+    gateway that is full or draining answers 503.  Both are one log line each, and both
+    happen before any ``await``, so concurrent upgrades can never be admitted past
+    ``max_calls``.
+    """
 
     def __init__(self, provider: SttProvider, sinks: Sequence[Sink], registry: CallRegistry,
                  config: CallConfig, authorize: Callable[[dict[str, Any]], str | None] | None = None) -> None:
@@ -64,15 +72,15 @@ class TwilioStreamEndpoint:
         if self.authorize is not None:
             refusal = self.authorize(scope)
             if refusal is not None:
-                log.warning("refused a media stream from %s: %s", _peer(scope), refusal)
-                await send({"type": "websocket.http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"text/plain")]})
-                await send({"type": "websocket.http.response.body", "body": refusal.encode()})
+                log.warning("refused a media stream from %s: %s", peer_label(scope), printable(refusal))
+                await _deny(send, 403, FORBIDDEN)
                 return
+        # No checkpoint between authorize and admit: admission is atomic under trio.
         record = self.registry.admit(self.provider.name)
         if record is None:
-            log.warning("refused a media stream from %s: gateway full or draining", _peer(scope))
-            await send({"type": "websocket.close", "code": 1013})
+            why = "draining" if self.registry.draining else f"full ({self.registry.max_calls} calls)"
+            log.warning("refused a media stream from %s: gateway %s", peer_label(scope), why)
+            await _deny(send, 503, f"gateway {why}\n")
             return
         try:
             await send({"type": "websocket.accept"})
@@ -85,11 +93,21 @@ class TwilioStreamEndpoint:
                                      reader_scope=record.reader_scope, on_started=started)
             if not source.disconnected:
                 await send({"type": "websocket.close", "code": outcome.close_code,
-                            "reason": outcome.detail[:120]})
+                            "reason": _close_reason(outcome.detail)})
         finally:
             self.registry.release(record)
 
 
-def _peer(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "unknown peer"
+FORBIDDEN = "forbidden: missing or invalid X-Twilio-Signature\n"
+
+
+async def _deny(send: Send, status: int, body: str) -> None:
+    """Answer the upgrade with a plain HTTP response (ASGI ``websocket.http.response``)."""
+    await send({"type": "websocket.http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "websocket.http.response.body", "body": body.encode()})
+
+
+def _close_reason(detail: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    return detail.encode()[:120].decode("utf-8", "ignore")

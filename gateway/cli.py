@@ -122,6 +122,10 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)
+    elif settings.twilio_auth_token and not settings.public_url:
+        log.warning("TWILIO_AUTH_TOKEN is set but --public-url is not: the URLs Twilio signed are rebuilt "
+                    "from the Host / X-Forwarded-* headers, which any client can set. Set --public-url to "
+                    "the https:// address Twilio uses.")
 
     async def main() -> None:
         # Signals are ours from before the first request: a SIGTERM during start-up is a

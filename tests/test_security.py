@@ -486,3 +486,12 @@ async def test_gateway_constructor_token_wins_and_is_never_in_its_repr():
     assert gateway.validator.validate_websocket("wss://x/s", compute_signature("from-constructor-0002", "wss://x/s"))
     for text in (repr(gateway), repr(settings), str(settings), repr(gateway.validator)):
         assert "from-settings-0001" not in text and "from-constructor-0002" not in text
+
+
+async def test_an_oversized_webhook_body_is_refused_before_it_is_read():
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(ScriptedProvider(), [ListSink()], twilio_auth_token=TOKEN) as gw:
+            async with httpx.AsyncClient(base_url=gw.http_url) as client:
+                response = await client.post("/twilio/voice", data={"Junk": "x" * (64 * 1024)},
+                                             headers={SIGNATURE_HEADER: "irrelevant"})
+    assert response.status_code == 413

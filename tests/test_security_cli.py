@@ -61,6 +61,7 @@ def test_serve_with_a_token_checks_and_call_signs_its_upgrade(tmp_path: Path):
         rest = _stop(server)
     startup = "".join(lines)
     assert "is not loopback" not in startup and "signatures=required" in startup
+    assert "--public-url is not" in startup  # checked against client-supplied headers: said once, loudly
     for refused in (unsigned, wrong):
         assert refused.returncode == 1
         assert refused.stderr.strip().splitlines() == [

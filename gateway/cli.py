@@ -106,8 +106,26 @@ def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
     return settings, provider, fallbacks
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def _setup_logging(level: int, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -118,7 +136,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings, provider, fallbacks = configure_chain(args, env)
     check_tls_files(settings.certfile, settings.keyfile)
     check_port_free(settings.host, settings.port)
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, settings.log_format)
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)

@@ -87,7 +87,7 @@ def test_serve_call_and_sigterm_shutdown(tmp_path):
     wav = tmp_path / "call.wav"
     _write_wav(wav, 2.5)
     server = subprocess.Popen([*EARPIECE, "serve", "--provider", "scripted", "--port", str(port),
-                               "--sink", f"jsonl:{events}"], env=ENV, stdout=subprocess.PIPE,
+                               "--sink", f"jsonl:{events}", "--log-format", "json"], env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -107,6 +107,9 @@ def test_serve_call_and_sigterm_shutdown(tmp_path):
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr
+    logged = [orjson.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert any("call ended (stop)" in entry["message"] for entry in logged)
+    assert all({"ts", "level", "logger", "message"} <= entry.keys() for entry in logged)
     lines = [orjson.loads(line) for line in events.read_bytes().splitlines()]
     assert lines[0]["type"] == "call_started" and lines[0]["custom_parameters"] == {"session": "abc"}
     assert lines[-1]["type"] == "call_ended" and lines[-1]["audio_ms"] == 2500

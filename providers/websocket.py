@@ -49,6 +49,7 @@ class WebSocketSession:
         self._send_lock = trio.Lock()
         self._events: deque[ProviderEvent] = deque()
         self._closed: ProviderClosed | None = None
+        self._waiting: trio.CancelScope | None = None  # receive() blocked on the socket
         self.messages_sent = 0
         self.bytes_sent = 0
 
@@ -57,8 +58,12 @@ class WebSocketSession:
         await self._flush()
 
     async def finalize(self) -> None:
-        self.codec.finalize()
+        local = self.codec.finalize()
         await self._flush()
+        if local:  # e.g. Finalized when nothing was left to commit: wake receive()
+            self._events.extend(local)
+            if self._waiting is not None:
+                self._waiting.cancel()
 
     async def keepalive(self) -> None:
         self.codec.keepalive()
@@ -85,14 +90,21 @@ class WebSocketSession:
         while not self._events:
             if self._closed is not None:
                 return self._closed
-            try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                code = (exc.reason.code if exc.reason else None) or 1006
-                reason = (exc.reason.reason if exc.reason else None) or ""
-                events = self.codec.connection_closed(code, reason)
-                self._closed = next((e for e in events if isinstance(e, ProviderClosed)), ProviderClosed(code, reason))
-                self._events.extend(e for e in events if not isinstance(e, ProviderClosed))
+            with trio.CancelScope() as waiting:  # get_message is cancel-safe: nothing is lost
+                self._waiting = waiting
+                try:
+                    message = await self._ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    code = (exc.reason.code if exc.reason else None) or 1006
+                    reason = (exc.reason.reason if exc.reason else None) or ""
+                    events = self.codec.connection_closed(code, reason)
+                    self._closed = next((e for e in events if isinstance(e, ProviderClosed)),
+                                        ProviderClosed(code, reason))
+                    self._events.extend(e for e in events if not isinstance(e, ProviderClosed))
+                    continue
+                finally:
+                    self._waiting = None
+            if waiting.cancelled_caught:
                 continue
             self._events.extend(self.codec.receive(message))
             await self._flush()  # a reply the codec owes (e.g. session.update after session.created)
@@ -129,12 +141,18 @@ async def open_websocket_session(
         raise ProviderConnectionError(provider, f"could not connect: {type(exc).__name__}: {exc}") from None
     session = WebSocketSession(provider, codec, ws, send_timeout)
     try:
-        yield session
-    except BaseException as exc:
-        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
-            raise
-    else:
-        await manager.__aexit__(None, None, None)
+        try:
+            yield session
+        except BaseException as exc:
+            if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await manager.__aexit__(None, None, None)
+    finally:
+        # trio-websocket 0.12 never closes a client's TCP stream when the server closed
+        # first (the client "waits for the server's TCP close", then leaves the socket
+        # to the garbage collector).  Close it; only the private attribute reaches it.
+        await trio.aclose_forcefully(ws._stream)  # noqa: SLF001
 
 
 async def _close_rejected_stream(exc: trio_websocket.ConnectionRejected) -> None:

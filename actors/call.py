@@ -1,10 +1,14 @@
 """run_call(): one call, one nursery, five actors.
 
 ```
-Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ProviderLeg(SttSender ▶ provider ▶ SttReceiver)
-                  │                                                  │
-                  └────────────── events ─▶ TranscriptEmitter ◀──────┘ ─▶ sinks
+Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuffer ─▶ ProviderLeg(SttSender ▶ provider ▶ SttReceiver)
+                  │                                                                         │
+                  └──────────────────────── events ─▶ TranscriptEmitter ◀───────────────────┘ ─▶ sinks
 ```
+
+The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
+``actors.supervision``); the ReplayBuffer between it and the Resampler never waits on a
+session, so a provider outage never slows the Twilio side.
 
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes the audio
@@ -16,13 +20,14 @@ inner nursery's cancel scope).  ``call_ended`` is always the last event.
 from __future__ import annotations
 
 import logging
+import random
 from functools import partial
 from collections.abc import Callable, Sequence
 
 import attrs
 import trio
 
-from providers.base import SttProvider
+from providers.base import MULAW_8K, SttProvider
 from providers.errors import ProviderError
 from providers.twilio import TwilioProtocolError
 
@@ -30,6 +35,7 @@ from .channels import open_call_channels
 from .config import CallConfig
 from .messages import CallEnded, StreamStarted
 from .ports import Sink, TextSource
+from .replay import ReplayBuffer
 from .resampler import Resampler
 from .stats import CallStatistics, CallStats
 from .supervision import ProviderLeg
@@ -60,14 +66,22 @@ async def run_call(
     config: CallConfig | None = None,
     reader_scope: trio.CancelScope | None = None,
     on_started: Callable[[StreamStarted, CallStats], None] | None = None,
+    rng: random.Random | None = None,
 ) -> CallOutcome:
     """Run one Twilio stream to its end and return how it ended.
 
+    ``provider`` is the primary; ``config.fallbacks`` the providers to fail over to.
     ``reader_scope``: cancelling it stops reading from Twilio (server shutdown); the
     call then drains like a hang-up and ends with reason ``shutdown``.  Malformed
-    Twilio input ends this call (reason ``error``) and nothing else.
+    Twilio input ends this call (reason ``error``) and nothing else; a provider failure
+    never ends it.  ``rng`` jitters the reconnect backoff (tests pass a seeded one).
     """
     config = config or CallConfig()
+    chain = [provider, *config.fallbacks]
+    # One format for the whole chain: convert once, in the Resampler.  Mixed formats:
+    # buffer the call's mu-law and let each session convert for its provider.
+    formats = {p.audio_format for p in chain}
+    audio_format = provider.audio_format if len(formats) == 1 else MULAW_8K
     reader_scope = reader_scope or trio.CancelScope()
     stats = CallStats()
     channels = open_call_channels()
@@ -88,19 +102,22 @@ async def run_call(
                     label = f"[{stream.call_sid}]"
                     if on_started is not None:
                         on_started(stream, stats)
-                    leg = ProviderLeg(provider, stats, label)
-                    inner.start_soon(Resampler(provider.audio_format).run, channels.mulaw_receive,
-                                     channels.audio_send)
-                    inner.start_soon(leg.run, channels.audio_receive, events_send.clone())
-            except* StreamEndedBeforeStartError:
-                reason, detail, close_code = "no-call", "the socket closed before Twilio's start", 1000
+                    replay = ReplayBuffer(config.replay_ms, stats, audio_format, label)
+                    leg = ProviderLeg(chain, stats, label, config=config, rng=rng)
+                    inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, channels.audio_send)
+                    inner.start_soon(replay.run, channels.audio_receive)
+                    inner.start_soon(leg.run, replay, events_send.clone())
+            except* StreamEndedBeforeStartError as group:
+                reason, detail, close_code = "no-call", str(_first(group)), 1000
             except* TwilioProtocolError as group:
                 reason, detail, close_code = "error", str(_first(group)), 1008
             except* ProviderError as group:  # only if a leg lets one escape
                 reason, detail, close_code = "error", str(_first(group)), 1011
 
             if reason == "stop":
-                if reader.ended_by == "shutdown":
+                if reader.ended_by == "limit":  # max_call_duration or media_idle_timeout
+                    reason, detail, close_code = "error", reader.limit_exceeded or "a call limit", 1008
+                elif reader.ended_by == "shutdown":
                     reason, detail, close_code = "shutdown", "the gateway is shutting down", 1001
                 elif reader.ended_by == "disconnect":
                     reason, detail = "disconnect", "Twilio's socket closed without stop"
@@ -115,6 +132,10 @@ async def run_call(
                     "sequence_gaps": statistics.sequence_gaps,
                     "duplicates": statistics.duplicates,
                     "unknown_events": statistics.unknown_events,
+                    "replayed_ms": statistics.replayed_ms,
+                    "reconnects": statistics.reconnects,
+                    "failovers": statistics.failovers,
+                    "provider_errors": statistics.provider_errors,
                 }
                 await events_send.send(CallEnded(reason, statistics.audio_ms, statistics.forwarded_ms,
                                                  statistics.dropped_ms, detail, extra))

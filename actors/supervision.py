@@ -1,66 +1,210 @@
-"""The provider leg of a call: one STT session at a time, supervised."""
+"""ProviderLeg: the provider side of a call, supervised.
+
+A restart is a loop around an inner nursery, never a callback::
+
+    ┌─▶ open_session(chain[i]) ── SttSender ∥ SttReceiver ∥ SessionMonitor ──▶ Finalized: done
+    │        │ ProviderError (typed: .fatal decides)
+    │        ▼
+    │   provider_error ─ retryable, attempts left? ── sleep(backoff) ──────────────┐
+    │        │ fatal, or max_attempts spent                                       │
+    │        ▼                                                                    │
+    │   next living provider of the chain (provider_failover) ────────────────────┤
+    │        │ wrapped around: every provider spent its attempts                  │
+    │        ▼                                                                    │
+    │   probe mode: one attempt per provider, backoff_cap apart ──────────────────┤
+    │        │ every provider failed fatally                                      │
+    │        ▼                                                                    │
+    │   discard: the rest of the call's audio is counted as dropped               │
+    └──────────────────────────── provider_reconnected (replaying the tail) ◀─────┘
+
+Audio never waits on any of this: the ReplayBuffer keeps taking it in (bounded) while
+the leg is down, and every new session starts with the audio since the last committed
+transcript, on the call's clock.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Sequence
 
 import trio
 
-from providers.base import SttProvider
+from providers.base import AudioFormat, SttProvider
 from providers.errors import ProviderError
 
+from .backoff import Backoff
+from .config import CallConfig
+from .convert import FormatConverter
 from .messages import AudioBatch, CallEvent, ProviderNotice
+from .replay import ReplayBuffer, SessionClock
 from .stats import CallStats
 from .stt_receiver import SttReceiver
 from .stt_sender import SttSender
+from .watchdog import SessionMonitor, is_speech
 
 __all__ = ["ProviderLeg"]
 
 log = logging.getLogger("earpiece.provider")
 
 
+class _SessionFeed:
+    """What one session's SttSender reads: the replay buffer, with each accepted batch
+    recorded on the session clock and in the stall monitor."""
+
+    def __init__(self, replay: ReplayBuffer, clock: SessionClock, monitor: SessionMonitor) -> None:
+        self._replay = replay
+        self._clock = clock
+        self._monitor = monitor
+        self._format = replay.audio_format
+
+    async def receive(self) -> AudioBatch:
+        try:
+            return await self._replay.next_batch()
+        except trio.EndOfChannel:
+            self._monitor.audio_ended()
+            raise
+
+    def sending(self, batch: AudioBatch) -> None:
+        self._clock.sent(batch)
+        self._monitor.sending(batch.duration_ms, is_speech(batch.payload, self._format))
+
+    def sent(self, batch: AudioBatch) -> None:
+        self._replay.mark_sent(batch)
+        self._monitor.accepted(batch.duration_ms)
+
+
 class ProviderLeg:
-    """Runs SttSender + SttReceiver in an inner nursery around one provider session.
+    """Runs provider sessions for one call, one at a time, until one finalizes.
 
-    Consumes: ``audio_receive`` (provider-format batches); closes it when done.
-    Produces: transcripts and ``provider_*`` notices on ``events_send``.
-
-    A provider failure never ends the call: the failure is reported as a
-    ``provider_error`` event, and the rest of the call's audio is consumed and
-    counted as not forwarded (``dropped_ms``), so Twilio is never slowed down.
+    Consumes: audio from ``replay`` (the ReplayBuffer run_call fills).
+    Produces: transcripts and ``provider_error`` / ``provider_reconnected`` /
+    ``provider_failover`` notices on ``events_send``; closes it when done.
+    Never raises a ``ProviderError``: a provider failure never ends the call, and never
+    slows Twilio down.  ``providers`` is the chain ``[primary, *fallbacks]``.
     """
 
-    def __init__(self, provider: SttProvider, stats: CallStats, call_label: str = "") -> None:
-        self._provider = provider
-        self._stats = stats
-        self._call_label = call_label
-
-    async def run(
+    def __init__(
         self,
-        audio_receive: trio.MemoryReceiveChannel[AudioBatch],
-        events_send: trio.MemorySendChannel[CallEvent],
+        providers: Sequence[SttProvider] | SttProvider,
+        stats: CallStats,
+        call_label: str = "",
+        *,
+        config: CallConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        provider = self._provider
-        async with audio_receive, events_send:
-            failure: ProviderError | None = None
-            try:
-                async with provider.open_session() as session, trio.open_nursery() as nursery:
-                    sender = SttSender(self._stats, provider.keepalive_interval)
-                    receiver = SttReceiver(provider.name)
-                    nursery.start_soon(sender.run, session, audio_receive)
-                    nursery.start_soon(receiver.run, session, events_send)
-            except* ProviderError as group:
-                failure = _first(group)
-            if failure is None:
-                return
-            log.warning("%s provider %s failed: %s", self._call_label, provider.name, failure.detail)
-            await events_send.send(ProviderNotice("provider_error", provider.name, failure.detail,
-                                                  {"fatal": failure.fatal}))
-            async for _ in audio_receive:  # keep Twilio flowing; counted as dropped
-                pass
+        if not isinstance(providers, Sequence):
+            providers = [providers]
+        if not providers:
+            raise ValueError("a provider leg needs at least one provider")
+        self._chain = list(providers)
+        self._stats = stats
+        self._label = call_label
+        self._config = config or CallConfig()
+        self._backoff = Backoff(self._config.backoff_base, self._config.backoff_cap,
+                                self._config.backoff_jitter, rng)
+        self.current: SttProvider = self._chain[0]
+
+    async def run(self, replay: ReplayBuffer, events_send: trio.MemorySendChannel[CallEvent]) -> None:
+        config, stats, chain = self._config, self._stats, self._chain
+        failures = [0] * len(chain)  # consecutive failed sessions, per provider
+        dead = [False] * len(chain)  # failed fatally: never tried again in this call
+        index, probing, failed_before = 0, False, 0
+        async with events_send:
+            while True:
+                provider = self.current = chain[index]
+                failure, healthy = await self._run_session(provider, replay, events_send, failed_before)
+                if failure is None:
+                    return
+                failed_before += 1
+                if healthy:
+                    failures[index], probing = 0, False
+                failures[index] += 1
+                dead[index] = failure.fatal
+                stats.provider_errors += 1
+                log.warning("%s provider %s failed (%s): %s", self._label, provider.name,
+                            "fatal" if failure.fatal else f"attempt {failures[index]}", failure.detail)
+                await events_send.send(ProviderNotice("provider_error", provider.name, failure.detail, {
+                    "fatal": failure.fatal, "attempt": failures[index], "error": type(failure).__name__}))
+
+                if not failure.fatal and failures[index] < (1 if probing else config.max_attempts):
+                    await trio.sleep(self._backoff.delay(failures[index]))
+                    continue
+                following = self._next_alive(index, dead)
+                if following is None:
+                    log.warning("%s no provider left: the rest of the call's audio is dropped", self._label)
+                    replay.discard()
+                    return
+                wrapped = following <= index
+                if following != index:
+                    stats.failovers += 1
+                    why = "fatal" if failure.fatal else f"{failures[index]} attempts failed"
+                    await events_send.send(ProviderNotice(
+                        "provider_failover", chain[following].name,
+                        f"{provider.name} → {chain[following].name}: {failure.detail} ({why})",
+                        {"from": provider.name, "to": chain[following].name}))
+                failures[following] = 0
+                if wrapped:  # every living provider spent its attempts: probe, slowly
+                    probing = True
+                    await trio.sleep(self._backoff.delay(64))
+                index = following
+
+    @staticmethod
+    def _next_alive(index: int, dead: list[bool]) -> int | None:
+        n = len(dead)
+        for step in range(1, n + 1):
+            candidate = (index + step) % n
+            if not dead[candidate]:
+                return candidate
+        return None
+
+    async def _run_session(
+        self,
+        provider: SttProvider,
+        replay: ReplayBuffer,
+        events_send: trio.MemorySendChannel[CallEvent],
+        failed_before: int,
+    ) -> tuple[ProviderError | None, bool]:
+        """One session, start to end.  Returns (the failure or None, whether it proved healthy)."""
+        config = self._config
+        monitor = SessionMonitor(provider.name, config.stall_timeout, config.healthy_ms)
+        failure: ProviderError | None = None
+        try:
+            async with provider.open_session() as session:
+                replayed = replay.rewind()
+                offset = replay.replay_start_ms()
+                if failed_before:
+                    self._stats.reconnects += 1
+                    await events_send.send(ProviderNotice(
+                        "provider_reconnected", provider.name,
+                        f"connected after {failed_before} failure(s); replaying {replayed} ms from {offset} ms",
+                        {"attempt": failed_before, "replayed_ms": replayed, "offset_ms": offset}))
+                clock = SessionClock(offset)
+                converter = self._converter(replay.audio_format, provider.audio_format)
+                feed = _SessionFeed(replay, clock, monitor)
+                sender = SttSender(
+                    self._stats, provider.keepalive_interval, provider=provider.name,
+                    send_timeout=config.send_timeout, on_sending=feed.sending, on_sent=feed.sent,
+                    convert=converter.convert if converter else None,
+                    flush=converter.flush if converter else None)
+                receiver = SttReceiver(provider.name, offset, clock=clock, ledger=replay, on_event=monitor.answered)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sender.run, session, feed)
+                    nursery.start_soon(monitor.run)
+                    await receiver.run(session, events_send)
+                    nursery.cancel_scope.cancel()
+        except* ProviderError as group:
+            failure = _first(group)
+        return failure, monitor.healthy
+
+    @staticmethod
+    def _converter(source: AudioFormat, target: AudioFormat) -> FormatConverter | None:
+        return None if source == target else FormatConverter(source, target)
 
 
 def _first(group: BaseExceptionGroup) -> ProviderError:
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, ProviderError)
+    return exc

@@ -49,8 +49,10 @@ class TwilioReader:
         self._config = config
         self._stats = stats
         self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
-        self.decoder = TwilioStreamDecoder(limits or TwilioLimits())
-        self.ended_by: str | None = None  # "stop" | "disconnect", once run() returned
+        self.decoder = TwilioStreamDecoder(limits or config.twilio_limits)
+        self.ended_by: str | None = None  # "stop" | "disconnect" | "shutdown" | "limit", once run() returned
+        self.limit_exceeded: str | None = None  # with ended_by "limit": which limit, for humans
+        self._last_media_at = 0.0
         self._pending: deque[AudioBatch] = deque()
         self._parts: list[bytes] = []  # media payloads of the batch being gathered
         self._pending_ms = 0
@@ -70,13 +72,14 @@ class TwilioReader:
         ``drain_scope``: the scope whose deadline bounds the rest of the call once
         Twilio is done; armed to ``drain_timeout`` from that moment."""
         read_scope = read_scope or trio.CancelScope()
+        call_deadline = trio.current_time() + self._config.max_call_duration
         async with mulaw_send, events_send:
-            stream = await self._read_until_start(source)
+            stream = await self._read_until_start(source, call_deadline)
             await events_send.send(CallStarted(stream))
             task_status.started(stream)
             try:
                 with read_scope:
-                    await self._read_media(source, mulaw_send, events_send)
+                    await self._read_media_within_limits(source, mulaw_send, events_send, call_deadline)
                 if read_scope.cancelled_caught:
                     self.ended_by = "shutdown"
                     self._flush_parts(mulaw_send)
@@ -91,7 +94,13 @@ class TwilioReader:
                 await mulaw_send.send(batch)
                 self._pending.popleft()
 
-    async def _read_until_start(self, source: TextSource) -> StreamStarted:
+    async def _read_until_start(self, source: TextSource, call_deadline: float) -> StreamStarted:
+        idle = self._config.media_idle_timeout
+        with trio.move_on_at(min(call_deadline, trio.current_time() + idle)):
+            return await self._receive_start(source)
+        raise StreamEndedBeforeStartError(f"no start from Twilio within {idle:g} s (media_idle_timeout)")
+
+    async def _receive_start(self, source: TextSource) -> StreamStarted:
         while True:
             try:
                 text = await source.receive()
@@ -108,6 +117,41 @@ class TwilioReader:
                     media_format=f"{event.media_format.encoding};rate={event.media_format.sample_rate}",
                 )
 
+    async def _read_media_within_limits(
+        self,
+        source: TextSource,
+        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        events_send: trio.MemorySendChannel[CallEvent],
+        call_deadline: float,
+    ) -> None:
+        """``_read_media`` until it returns, or until the call reaches ``call_deadline``
+        or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``"limit"``).
+        A watchdog task does the timing, so reading pays one clock read per media."""
+        self._last_media_at = trio.current_time()
+        exceeded: list[str] = []
+        async with trio.open_nursery() as nursery:
+            reading = trio.CancelScope()
+            nursery.start_soon(self._watch_limits, reading, call_deadline, exceeded)
+            with reading:
+                await self._read_media(source, mulaw_send, events_send)
+            nursery.cancel_scope.cancel()
+        if reading.cancelled_caught:
+            self.ended_by, self.limit_exceeded = "limit", exceeded[0]
+            self._flush_parts(mulaw_send)
+
+    async def _watch_limits(self, reading: trio.CancelScope, call_deadline: float, exceeded: list[str]) -> None:
+        idle = self._config.media_idle_timeout
+        while True:
+            await trio.sleep_until(min(call_deadline, self._last_media_at + idle))
+            now = trio.current_time()
+            if now >= call_deadline:
+                exceeded.append(f"the call reached max_call_duration ({self._config.max_call_duration:g} s)")
+                break
+            if now >= self._last_media_at + idle:
+                exceeded.append(f"no media from Twilio for {idle:g} s (media_idle_timeout)")
+                break
+        reading.cancel()
+
     async def _read_media(
         self,
         source: TextSource,
@@ -118,6 +162,7 @@ class TwilioReader:
         batch_bytes = self._batch_bytes
         receive = source.receive
         decode = self.decoder.receive
+        current_time = trio.current_time
         parts = self._parts
         part_bytes = 0
         while True:
@@ -135,6 +180,7 @@ class TwilioReader:
                 part_bytes += len(payload)
                 stats.audio_bytes += len(payload)
                 stats.media_frames += 1
+                self._last_media_at = current_time()
                 if part_bytes >= batch_bytes:
                     self._flush_parts(mulaw_send)
                     part_bytes = 0

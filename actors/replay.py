@@ -1,0 +1,235 @@
+"""ReplayBuffer: call audio between the Resampler and the provider sessions.
+
+```
+audio_receive ─▶ ReplayBuffer.run ─▶ [ sent, uncommitted │ in flight │ unsent ] ─▶ session
+                                        ▲ trimmed by commits             ▲ next_batch / mark_sent
+```
+
+The buffer is what lets a provider leg go down without slowing Twilio and without
+losing words: audio is always taken in (``run`` never waits on a session), kept on the
+call's audio clock from the last committed transcript on, and handed to sessions in
+order.  A new session first gets the sent-but-uncommitted tail again (``rewind``), then
+the rest.  It is bounded by ``capacity_ms``: past it the oldest audio goes, sent audio
+first (it reached a provider; only a later replay loses it), then unsent audio (counted:
+it never reaches a provider).
+
+``SessionClock`` maps one session's audio clock (ms since its first byte) onto the
+call's, through the gaps an overflow leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left, bisect_right
+from collections import deque
+
+import trio
+
+from providers.base import AudioFormat
+
+from .messages import AudioBatch
+from .stats import CallStats
+
+__all__ = ["ReplayBuffer", "SessionClock"]
+
+log = logging.getLogger("earpiece.replay")
+
+
+class ReplayBuffer:
+    """Consumes ``audio_receive`` (closes it); sessions read with ``next_batch`` /
+    ``mark_sent``; transcripts ``commit``; the leg ``rewind``s for a new session and
+    ``discard``s when no provider is left.  Single trio thread, no locks.
+
+    ``committed_end_ms``: call-clock end of the last committed transcript, shared by
+    every session of the call (SttReceiver drops commits that end at or before it).
+    """
+
+    def __init__(self, capacity_ms: int, stats: CallStats, audio_format: AudioFormat, label: str = "") -> None:
+        self.capacity_ms = capacity_ms
+        self.audio_format = audio_format
+        self.committed_end_ms = 0
+        self.peak_ms = 0
+        self._stats = stats
+        self._label = label
+        self._sent: deque[AudioBatch] = deque()
+        self._in_flight: AudioBatch | None = None
+        self._unsent: deque[AudioBatch] = deque()
+        self._ms = 0  # everything held: sent + in flight + unsent
+        self._unsent_ms = 0
+        self._input_ended = False
+        self._discarding = False
+        self._overflowing = False
+        self._changed = trio.Event()
+
+    # --- the audio side -------------------------------------------------------------
+
+    async def run(self, audio_receive: trio.MemoryReceiveChannel[AudioBatch]) -> None:
+        """Take in the call's audio until the channel ends; never waits on a session."""
+        async with audio_receive:
+            async for batch in audio_receive:
+                self.append(batch)
+        self._input_ended = True
+        self._wake()
+
+    def append(self, batch: AudioBatch) -> None:
+        if self._discarding:
+            return
+        self._unsent.append(batch)
+        self._ms += batch.duration_ms
+        self._unsent_ms += batch.duration_ms
+        self._evict_overflow()
+        if self._ms > self.peak_ms:
+            self.peak_ms = self._stats.replay_peak_ms = self._ms
+        if self._overflowing and self._ms * 2 <= self.capacity_ms:
+            self._overflowing = False  # the episode is over; log the next one again
+        self._wake()
+
+    def _evict_overflow(self) -> None:
+        while self._ms > self.capacity_ms:
+            if self._sent:
+                self._ms -= self._sent.popleft().duration_ms
+                continue
+            if len(self._unsent) <= 1:
+                return  # never evict the audio just taken in
+            batch = self._unsent.popleft()
+            self._ms -= batch.duration_ms
+            self._unsent_ms -= batch.duration_ms
+            # a replayed batch reached a provider before: only the rest is lost
+            lost = batch.end_ms - max(batch.start_ms, self._stats.forwarded_until_ms)
+            self._stats.replay_overflow_ms += max(0, lost)
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning("%s replay buffer full (%d ms): dropping the oldest unsent audio", self._label,
+                            self.capacity_ms)
+
+    # --- the session side -----------------------------------------------------------
+
+    @property
+    def held_ms(self) -> int:
+        return self._ms
+
+    @property
+    def unsent_ms(self) -> int:
+        return self._unsent_ms + (self._in_flight.duration_ms if self._in_flight else 0)
+
+    @property
+    def input_ended(self) -> bool:
+        return self._input_ended
+
+    def replay_start_ms(self) -> int:
+        """Where on the call clock the next session's audio starts."""
+        head = self._sent[0] if self._sent else self._in_flight or (self._unsent[0] if self._unsent else None)
+        return head.start_ms if head is not None else max(self.committed_end_ms, self._stats.forwarded_until_ms)
+
+    def rewind(self) -> int:
+        """Start over for a new session: what was sent (and not committed) goes out
+        again first.  Returns the ms that will be replayed."""
+        replay = list(self._sent)
+        if self._in_flight is not None:
+            replay.append(self._in_flight)
+            self._in_flight = None
+        self._sent.clear()
+        self._unsent.extendleft(reversed(replay))
+        replayed = sum(b.duration_ms for b in replay)
+        self._unsent_ms += replayed
+        return replayed
+
+    async def next_batch(self) -> AudioBatch:
+        """The next batch to send (it is "in flight" until ``mark_sent``).
+        Raises ``trio.EndOfChannel`` when the call's audio ended and all was sent."""
+        if self._in_flight is not None:
+            raise RuntimeError("next_batch() before mark_sent() of the previous batch")
+        while not self._unsent:
+            if self._input_ended or self._discarding:
+                raise trio.EndOfChannel
+            await self._wait()
+        batch = self._unsent.popleft()
+        self._unsent_ms -= batch.duration_ms
+        self._in_flight = batch
+        return batch
+
+    def mark_sent(self, batch: AudioBatch) -> None:
+        """The session accepted ``batch``: count it forwarded, keep it until committed."""
+        if self._in_flight is not batch:
+            raise RuntimeError("mark_sent() of a batch that is not in flight")
+        self._in_flight = None
+        if batch.end_ms <= self._stats.forwarded_until_ms:
+            self._stats.replayed_ms += batch.duration_ms
+        self._stats.forward(batch)
+        if self._discarding:
+            self._ms -= batch.duration_ms
+            return
+        self._sent.append(batch)
+        self.commit(self.committed_end_ms)  # a late replay batch may be committed already
+
+    def commit(self, end_ms: int) -> None:
+        """A transcript committed the call's audio up to ``end_ms``: sent audio up to
+        there will never be replayed."""
+        self.committed_end_ms = max(self.committed_end_ms, end_ms)
+        end_ms = self.committed_end_ms
+        sent = self._sent
+        while sent and sent[0].end_ms <= end_ms:
+            self._ms -= sent.popleft().duration_ms
+        if sent and sent[0].start_ms < end_ms:
+            head = sent.popleft()
+            rest = self._split(head, end_ms)
+            self._ms -= head.duration_ms - rest.duration_ms
+            sent.appendleft(rest)
+
+    def _split(self, batch: AudioBatch, at_ms: int) -> AudioBatch:
+        """The part of ``batch`` from ``at_ms`` on (whole samples)."""
+        fmt = self.audio_format
+        width = 1 if fmt.encoding == "mulaw" else 2
+        samples = (at_ms - batch.start_ms) * fmt.sample_rate // 1000
+        return AudioBatch(at_ms, batch.end_ms - at_ms, batch.payload[samples * width:])
+
+    def discard(self) -> None:
+        """No provider is left: drop everything held and all audio still to come."""
+        self._discarding = True
+        self._sent.clear()
+        self._unsent.clear()
+        self._ms = self._in_flight.duration_ms if self._in_flight else 0
+        self._unsent_ms = 0
+        self._wake()
+
+    # --- waking the sender ----------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def _wait(self) -> None:
+        if self._changed.is_set():
+            self._changed = trio.Event()
+        await self._changed.wait()
+
+
+class SessionClock:
+    """Session ms → call ms for one provider session.
+
+    The sender records each batch it sent (``sent``); a batch that does not continue the
+    previous one (the replay buffer skipped audio) starts a new segment.  ``to_call``
+    maps a vendor time; ``end=True`` maps a time at a segment boundary to the end of the
+    earlier segment (an end belongs to the audio before it).
+    """
+
+    def __init__(self, offset_ms: int = 0) -> None:
+        self.offset_ms = offset_ms
+        self.sent_ms = 0  # session audio sent so far, in ms
+        self._session_starts: list[int] = []
+        self._call_starts: list[int] = []
+        self._next_call_ms: int | None = None
+
+    def sent(self, batch: AudioBatch) -> None:
+        if batch.start_ms != self._next_call_ms:
+            self._session_starts.append(self.sent_ms)
+            self._call_starts.append(batch.start_ms)
+        self.sent_ms += batch.duration_ms
+        self._next_call_ms = batch.end_ms
+
+    def to_call(self, session_ms: int, *, end: bool = False) -> int:
+        starts = self._session_starts
+        if not starts:
+            return self.offset_ms + session_ms
+        i = (bisect_left(starts, session_ms) if end else bisect_right(starts, session_ms)) - 1
+        i = max(i, 0)
+        return self._call_starts[i] + session_ms - starts[i]

@@ -1,0 +1,135 @@
+"""SessionMonitor: is a provider session answering, and has it proved healthy?
+
+A provider can fail without closing anything: it accepts audio and says nothing
+(pipecat#5735), or it stops reading and a send blocks (pipecat#5796).  The second is
+caught where the send happens (SttSender's ``send_timeout``); the first is caught here:
+
+    stalled  ⇔  speech was sent that got no answer (no event of any kind)
+                for ``stall_timeout`` seconds of audio *and* of trio time
+
+Both, so a replay burst (lots of audio in no time) is not a stall before the vendor had
+time to answer, and a provider consuming slower than real time is not one before it was
+sent that much speech.  Once all audio was sent (the caller hung up), time alone counts:
+the end sequence must be answered within ``stall_timeout``.  Only speech counts: a muted caller with a vendor that says
+nothing in silence is not a stall (nor does it wear out the retry budget, livekit#7208).
+
+Healthy: the session accepted ``healthy_ms`` of audio while answering (at most half of
+``healthy_ms`` of speech unanswered at that point).  Sticky for the session.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+import trio
+
+from providers.base import AudioFormat
+from providers.errors import ProviderStalledError
+
+from .dsp import MULAW_DECODE_TABLE
+
+__all__ = ["SessionMonitor", "is_speech"]
+
+#: Below this amplitude (about -40 dBFS) a sample is line noise, not speech.
+SPEECH_LEVEL: Final = 330
+#: A batch is speech when at least 1 sample in SPEECH_SHARE is above SPEECH_LEVEL.
+SPEECH_SHARE: Final = 10
+_QUIET_MULAW: Final = bytes(code for code in range(256) if abs(int(MULAW_DECODE_TABLE[code])) < SPEECH_LEVEL)
+
+
+def is_speech(payload: bytes, audio_format: AudioFormat) -> bool:
+    """A cheap level gate (not a VAD): does ``payload`` carry more than line noise?"""
+    if not payload:
+        return False
+    if audio_format.encoding == "mulaw":
+        loud = len(payload.translate(None, _QUIET_MULAW))  # the quiet samples deleted
+        return loud * SPEECH_SHARE >= len(payload)
+    samples = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
+    if not samples.size:
+        return False
+    loud = int(np.count_nonzero((samples >= SPEECH_LEVEL) | (samples <= -SPEECH_LEVEL)))
+    return loud * SPEECH_SHARE >= samples.size
+
+
+class SessionMonitor:
+    """One session's liveness.  SttSender reports each batch it sends (``sending``) and
+    each the session took (``accepted``); SttReceiver each event (``answered``); ``run`` raises ``ProviderStalledError``
+    when the session stalls.  ``healthy`` becomes True once the session proved itself.
+    """
+
+    def __init__(self, provider: str, stall_timeout: float, healthy_ms: int) -> None:
+        self.provider = provider
+        self.stall_timeout = stall_timeout
+        self.healthy_ms = healthy_ms
+        self.accepted_ms = 0
+        self.unanswered_ms = 0  # speech sent since the last event
+        self.events = 0
+        self.healthy = False
+        self._unanswered_since: float | None = None  # trio time of the first such send
+        self._audio_ended = False
+        self._scope: trio.CancelScope | None = None
+
+    def sending(self, duration_ms: int, speech: bool) -> None:
+        """A batch is about to be sent (an answer may come before the send returns)."""
+        if speech:
+            if self._unanswered_since is None:
+                self._unanswered_since = trio.current_time()
+            self.unanswered_ms += duration_ms
+            self._rearm()
+
+    def audio_ended(self) -> None:
+        """All audio was sent; the end sequence follows and awaits an answer.  From now
+        on the watchdog counts time only (no more speech can come)."""
+        self._audio_ended = True
+        if self._unanswered_since is None:
+            self._unanswered_since = trio.current_time()
+        self._rearm()
+
+    def accepted(self, duration_ms: int) -> None:
+        """The session took the batch."""
+        self.accepted_ms += duration_ms
+        self._check_healthy()
+
+    def answered(self) -> None:
+        self.events += 1
+        self.unanswered_ms = 0
+        self._unanswered_since = None
+        self._check_healthy()
+        self._rearm()
+
+    def _check_healthy(self) -> None:
+        if not self.healthy and self.accepted_ms >= self.healthy_ms and self.unanswered_ms * 2 <= self.healthy_ms:
+            self.healthy = True
+
+    def stalled(self) -> bool:
+        since = self._unanswered_since
+        return (since is not None and trio.current_time() >= since + self.stall_timeout
+                and (self.unanswered_ms >= self.stall_timeout * 1000 or self._audio_ended))
+
+    def _deadline(self) -> float:
+        since = self._unanswered_since
+        if since is None or trio.current_time() >= since + self.stall_timeout:
+            return math.inf  # nothing to wait for, or only for more speech (``sending`` wakes us)
+        return since + self.stall_timeout
+
+    def _rearm(self) -> None:
+        if self._scope is None:
+            return
+        if self.stalled():
+            self._scope.cancel()
+        else:
+            self._scope.deadline = self._deadline()
+
+    async def run(self) -> None:
+        """Returns never; raises ``ProviderStalledError``."""
+        while True:
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            if self.stalled():
+                what = "the end of the audio" if self._audio_ended else f"{self.unanswered_ms / 1000:g} s of speech"
+                raise ProviderStalledError(
+                    self.provider, f"no answer to {what} (watchdog: {self.stall_timeout:g} s)")

@@ -1,0 +1,1 @@
+"""Load benchmark for earpiece: load generator, fake provider, runner, baselines (see README.md)."""

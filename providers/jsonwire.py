@@ -161,8 +161,10 @@ class WireObject:
         ``message``/``detail`` string (vendors vary); never raises."""
         for key in keys:
             value = self.data.get(key)
-            if isinstance(value, dict):
+            if isinstance(value, dict) and isinstance(value.get("message", value.get("detail")), str):
                 value = value.get("message", value.get("detail"))
             if isinstance(value, str) and value:
                 return value[:200]
+            if isinstance(value, (dict, list)) and value:
+                return dumps(value)[:200]
         return ""

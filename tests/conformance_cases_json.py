@@ -9,6 +9,7 @@ import orjson
 
 from providers.base import MULAW_8K
 from providers.elevenlabs import ElevenLabsCodec
+from providers.mistral import MistralCodec
 from tests.conformance import CodecCase
 
 
@@ -82,4 +83,57 @@ ELEVENLABS_NO_TIMESTAMPS = CodecCase(
     malformed=_EL_MALFORMED[:6],
 )
 
-CASES = [ELEVENLABS, ELEVENLABS_NO_TIMESTAMPS]
+
+# --- Mistral ---------------------------------------------------------------------------
+
+_MI_SESSION = {"request_id": "ws-5f2c", "model": "voxtral-mini-transcribe-realtime-2602",
+               "audio_format": {"encoding": "pcm_s16le", "sample_rate": 16000}, "target_streaming_delay_ms": None,
+               "diarize": None, "context_bias": None, "language": None, "speaker_references": None,
+               "turn_detection": None}
+
+
+def _mi_done(text: str, *segments: tuple[str, float, float]) -> str:
+    return j({"type": "transcription.done", "model": "voxtral-mini-transcribe-realtime-2602", "text": text,
+              "language": "en",
+              "segments": [{"type": "transcription_segment", "text": t, "start": s, "end": e, "score": None,
+                            "speaker_id": None} for t, s, e in segments],
+              "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_audio_seconds": 2}})
+
+
+MISTRAL = CodecCase(
+    name="mistral",
+    make_codec=lambda: MistralCodec(MULAW_8K),
+    handshake=[
+        j({"type": "session.created", "session": _MI_SESSION}),
+        j({"type": "session.updated",
+           "session": {**_MI_SESSION, "audio_format": {"encoding": "pcm_mulaw", "sample_rate": 8000}}}),
+    ],
+    partial_message=j({"type": "transcription.text.delta", "text": " Hello"}),
+    final_message=_mi_done("Hello there.", ("Hello there.", 0.32, 1.1)),
+    finalize_reply=[
+        j({"type": "transcription.text.delta", "text": " there."}),
+        _mi_done("Hello there.", ("Hello there.", 0.32, 1.1)),
+    ],
+    fatal_error_message=j({"type": "error", "error": {"message": "Unauthorized", "code": 401}}),
+    retryable_error_message=j({"type": "error", "error": {
+        "message": "Timeout waiting for response from streaming transcription", "code": 3804}}),
+    malformed=[
+        j({"type": 5}),
+        j({"event": "transcription.text.delta", "text": "x"}),
+        j({"type": "transcription.text.delta"}),
+        j({"type": "transcription.text.delta", "text": 3}),
+        j({"type": "transcription.done"}),
+        j({"type": "transcription.done", "text": "x", "segments": "x"}),
+        j({"type": "transcription.done", "text": "x", "segments": [{"start": "0.3", "end": 1}]}),
+        j({"type": "transcription.done", "text": "x", "segments": [{"start": 0.3, "end": 1e308}]}),
+        j({"type": "transcription.done", "text": "x", "segments": [7]}),
+        j({"type": "session.created"}),
+        j({"type": "session.created", "session": "x"}),
+        j({"type": "session.created", "session": {"request_id": 4}}),
+        j({"type": "session.updated", "session": []}),
+        j({"type": "error"}),
+        j({"type": "error", "error": "boom"}),
+    ],
+)
+
+CASES = [ELEVENLABS, ELEVENLABS_NO_TIMESTAMPS, MISTRAL]

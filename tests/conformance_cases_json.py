@@ -10,6 +10,7 @@ import orjson
 from providers.base import MULAW_8K
 from providers.elevenlabs import ElevenLabsCodec
 from providers.mistral import MistralCodec
+from providers.openai import OpenAICodec
 from tests.conformance import CodecCase
 
 
@@ -136,4 +137,67 @@ MISTRAL = CodecCase(
     ],
 )
 
-CASES = [ELEVENLABS, ELEVENLABS_NO_TIMESTAMPS, MISTRAL]
+
+# --- OpenAI ----------------------------------------------------------------------------
+
+_OA_SESSION = {"type": "transcription", "id": "sess_C9Gx", "object": "realtime.transcription_session",
+               "audio": {"input": {"format": {"type": "audio/pcmu"},
+                                   "transcription": {"model": "gpt-4o-transcribe", "language": None, "prompt": ""},
+                                   "noise_reduction": None,
+                                   "turn_detection": {"type": "server_vad", "threshold": 0.5,
+                                                      "prefix_padding_ms": 300, "silence_duration_ms": 500}}},
+               "include": None}
+_OA_ITEM = "conversation.item.input_audio_transcription."
+
+
+def _oa_error(kind: str, code: str | None, message: str) -> str:
+    return j({"type": "error", "event_id": "event_9", "error": {
+        "type": kind, "code": code, "message": message, "param": None, "event_id": None}})
+
+
+OPENAI = CodecCase(
+    name="openai",
+    make_codec=lambda: OpenAICodec(MULAW_8K, audio_input={"transcription": {"model": "gpt-4o-transcribe"},
+                                                          "turn_detection": {"type": "server_vad"}}),
+    handshake=[
+        j({"type": "session.created", "event_id": "event_1", "session": _OA_SESSION}),
+        j({"type": "session.updated", "event_id": "event_2", "session": _OA_SESSION}),
+    ],
+    partial_message=j({"type": _OA_ITEM + "delta", "event_id": "event_3", "item_id": "item_1",
+                       "content_index": 0, "delta": "Hel"}),
+    final_message=j({"type": _OA_ITEM + "completed", "event_id": "event_4", "item_id": "item_1",
+                     "content_index": 0, "transcript": "Hello there.",
+                     "usage": {"type": "duration", "seconds": 1.8}}),
+    finalize_reply=[
+        j({"type": "input_audio_buffer.committed", "event_id": "event_5", "item_id": "item_1",
+           "previous_item_id": None}),
+        j({"type": _OA_ITEM + "delta", "event_id": "event_6", "item_id": "item_1", "content_index": 0,
+           "delta": "lo there."}),
+        j({"type": _OA_ITEM + "completed", "event_id": "event_7", "item_id": "item_1", "content_index": 0,
+           "transcript": "Hello there.", "usage": {"type": "duration", "seconds": 1.8}}),
+    ],
+    fatal_error_message=_oa_error("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    retryable_error_message=_oa_error("invalid_request_error", "session_expired",
+                                      "Your session hit the maximum duration of 60 minutes."),
+    malformed=[
+        j({"type": None}),
+        j({"event": "error"}),
+        j({"type": _OA_ITEM + "delta", "delta": "x"}),
+        j({"type": _OA_ITEM + "delta", "item_id": "item_1"}),
+        j({"type": _OA_ITEM + "delta", "item_id": 1, "delta": "x"}),
+        j({"type": _OA_ITEM + "completed", "item_id": "item_1"}),
+        j({"type": _OA_ITEM + "completed", "item_id": "item_1", "transcript": ["x"]}),
+        j({"type": _OA_ITEM + "failed", "item_id": "item_1", "error": "x"}),
+        j({"type": "input_audio_buffer.committed"}),
+        j({"type": "input_audio_buffer.speech_started", "item_id": "item_2", "audio_start_ms": "1000"}),
+        j({"type": "input_audio_buffer.speech_started", "item_id": "item_2", "audio_start_ms": 1.5}),
+        j({"type": "input_audio_buffer.speech_stopped", "item_id": "item_2", "audio_end_ms": -5}),
+        j({"type": "session.created"}),
+        j({"type": "session.created", "session": {"id": 7}}),
+        j({"type": "session.updated", "session": None}),
+        j({"type": "error", "error": None}),
+        j({"type": "error", "error": {"code": 400}}),
+    ],
+)
+
+CASES = [ELEVENLABS, ELEVENLABS_NO_TIMESTAMPS, MISTRAL, OPENAI]

@@ -57,6 +57,8 @@ class ReplayBuffer:
         self._ms = 0  # everything held: sent + in flight + unsent
         self._unsent_ms = 0
         self._input_ended = False
+        self.input_closed = trio.Event()  # the caller hung up: no more audio will come
+        self.input_closed_at = 0.0  # trio time it was set
         self._discarding = False
         self._overflowing = False
         self._changed = trio.Event()
@@ -69,6 +71,8 @@ class ReplayBuffer:
             async for batch in audio_receive:
                 self.append(batch)
         self._input_ended = True
+        self.input_closed_at = trio.current_time()
+        self.input_closed.set()
         self._wake()
 
     def append(self, batch: AudioBatch) -> None:

@@ -128,7 +128,7 @@ class ProviderLeg:
                     "fatal": failure.fatal, "attempt": failures[index], "error": type(failure).__name__}))
 
                 if not failure.fatal and failures[index] < (1 if probing else config.max_attempts):
-                    await trio.sleep(self._backoff.delay(failures[index]))
+                    await self._pause(replay, self._backoff.delay(failures[index]))
                     continue
                 following = self._next_alive(index, dead)
                 if following is None:
@@ -146,8 +146,16 @@ class ProviderLeg:
                 failures[following] = 0
                 if wrapped:  # every living provider spent its attempts: probe, slowly
                     probing = True
-                    await trio.sleep(self._backoff.delay(64))
+                    await self._pause(replay, self._backoff.delay(64))
                 index = following
+
+    async def _pause(self, replay: ReplayBuffer, delay: float) -> None:
+        """Sleep ``delay`` before the next attempt; once the caller hung up, at most a
+        quarter of the drain deadline, so the final flush still gets its chances."""
+        start = trio.current_time()
+        with trio.move_on_after(delay):
+            await replay.input_closed.wait()
+            await trio.sleep_until(max(start, replay.input_closed_at) + self._config.drain_timeout / 4)
 
     @staticmethod
     def _next_alive(index: int, dead: list[bool]) -> int | None:
@@ -167,7 +175,9 @@ class ProviderLeg:
     ) -> tuple[ProviderError | None, bool]:
         """One session, start to end.  Returns (the failure or None, whether it proved healthy)."""
         config = self._config
-        monitor = SessionMonitor(provider.name, config.stall_timeout, config.healthy_ms)
+        # after the hang-up, half the drain for this session, half for a replacement
+        monitor = SessionMonitor(provider.name, config.stall_timeout, config.healthy_ms,
+                                 hurry_timeout=config.drain_timeout / 2)
         failure: ProviderError | None = None
         try:
             async with provider.open_session() as session:
@@ -177,8 +187,10 @@ class ProviderLeg:
                     self._stats.reconnects += 1
                     await events_send.send(ProviderNotice(
                         "provider_reconnected", provider.name,
-                        f"connected after {failed_before} failure(s); replaying {replayed} ms from {offset} ms",
-                        {"attempt": failed_before, "replayed_ms": replayed, "offset_ms": offset}))
+                        f"connected after {failed_before} failure(s); sending the {replay.held_ms} ms held from "
+                        f"{offset} ms on ({replayed} ms of it sent before)",
+                        {"attempt": failed_before, "replayed_ms": replayed, "backlog_ms": replay.held_ms,
+                         "offset_ms": offset}))
                 clock = SessionClock(offset)
                 converter = self._converter(replay.audio_format, provider.audio_format)
                 feed = _SessionFeed(replay, clock, monitor)
@@ -191,6 +203,7 @@ class ProviderLeg:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sender.run, session, feed)
                     nursery.start_soon(monitor.run)
+                    nursery.start_soon(_on_hang_up, replay, monitor)
                     await receiver.run(session, events_send)
                     nursery.cancel_scope.cancel()
         except* ProviderError as group:
@@ -200,6 +213,11 @@ class ProviderLeg:
     @staticmethod
     def _converter(source: AudioFormat, target: AudioFormat) -> FormatConverter | None:
         return None if source == target else FormatConverter(source, target)
+
+
+async def _on_hang_up(replay: ReplayBuffer, monitor: SessionMonitor) -> None:
+    await replay.input_closed.wait()
+    monitor.hung_up()
 
 
 def _first(group: BaseExceptionGroup) -> ProviderError:

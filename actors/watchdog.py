@@ -10,7 +10,10 @@ caught where the send happens (SttSender's ``send_timeout``); the first is caugh
 Both, so a replay burst (lots of audio in no time) is not a stall before the vendor had
 time to answer, and a provider consuming slower than real time is not one before it was
 sent that much speech.  Once all audio was sent (the caller hung up), time alone counts:
-the end sequence must be answered within ``stall_timeout``.  Only speech counts: a muted caller with a vendor that says
+the end sequence must be answered within ``stall_timeout``.  And from the moment the
+caller hangs up (``hung_up``), the call has only its drain deadline left: a session that
+makes no progress at all (no event, no batch taken) for ``hurry_timeout`` is stalled
+then, so the rest of the drain can go to a new session.  Only speech counts: a muted caller with a vendor that says
 nothing in silence is not a stall (nor does it wear out the retry budget, livekit#7208).
 
 Healthy: the session accepted ``healthy_ms`` of audio while answering (at most half of
@@ -59,16 +62,19 @@ class SessionMonitor:
     when the session stalls.  ``healthy`` becomes True once the session proved itself.
     """
 
-    def __init__(self, provider: str, stall_timeout: float, healthy_ms: int) -> None:
+    def __init__(self, provider: str, stall_timeout: float, healthy_ms: int,
+                 hurry_timeout: float | None = None) -> None:
         self.provider = provider
         self.stall_timeout = stall_timeout
         self.healthy_ms = healthy_ms
+        self.hurry_timeout = hurry_timeout
         self.accepted_ms = 0
         self.unanswered_ms = 0  # speech sent since the last event
         self.events = 0
         self.healthy = False
         self._unanswered_since: float | None = None  # trio time of the first such send
         self._audio_ended = False
+        self._progress_at: float | None = None  # after hung_up: the last event or batch taken
         self._scope: trio.CancelScope | None = None
 
     def sending(self, duration_ms: int, speech: bool) -> None:
@@ -91,6 +97,18 @@ class SessionMonitor:
         """The session took the batch."""
         self.accepted_ms += duration_ms
         self._check_healthy()
+        self._progressed()
+
+    def hung_up(self) -> None:
+        """The caller hung up: from now on the session must keep making progress."""
+        if self.hurry_timeout is not None and self._progress_at is None:
+            self._progress_at = trio.current_time()
+            self._rearm()
+
+    def _progressed(self) -> None:
+        if self._progress_at is not None:
+            self._progress_at = trio.current_time()
+            self._rearm()
 
     def answered(self) -> None:
         self.events += 1
@@ -98,21 +116,32 @@ class SessionMonitor:
         self._unanswered_since = None
         self._check_healthy()
         self._rearm()
+        self._progressed()
 
     def _check_healthy(self) -> None:
         if not self.healthy and self.accepted_ms >= self.healthy_ms and self.unanswered_ms * 2 <= self.healthy_ms:
             self.healthy = True
 
     def stalled(self) -> bool:
+        return self._silent() or self._idle_after_hang_up()
+
+    def _silent(self) -> bool:
         since = self._unanswered_since
         return (since is not None and trio.current_time() >= since + self.stall_timeout
                 and (self.unanswered_ms >= self.stall_timeout * 1000 or self._audio_ended))
 
+    def _idle_after_hang_up(self) -> bool:
+        return (self._progress_at is not None and self.hurry_timeout is not None
+                and trio.current_time() >= self._progress_at + self.hurry_timeout)
+
     def _deadline(self) -> float:
+        deadline = math.inf
         since = self._unanswered_since
-        if since is None or trio.current_time() >= since + self.stall_timeout:
-            return math.inf  # nothing to wait for, or only for more speech (``sending`` wakes us)
-        return since + self.stall_timeout
+        if since is not None and trio.current_time() < since + self.stall_timeout:
+            deadline = since + self.stall_timeout  # else: nothing to wait for, or only for more speech
+        if self._progress_at is not None and self.hurry_timeout is not None:
+            deadline = min(deadline, self._progress_at + self.hurry_timeout)
+        return deadline
 
     def _rearm(self) -> None:
         if self._scope is None:
@@ -129,7 +158,10 @@ class SessionMonitor:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
-            if self.stalled():
+            if self._idle_after_hang_up():
+                raise ProviderStalledError(
+                    self.provider, f"no progress for {self.hurry_timeout:g} s after the caller hung up")
+            if self._silent():
                 what = "the end of the audio" if self._audio_ended else f"{self.unanswered_ms / 1000:g} s of speech"
                 raise ProviderStalledError(
                     self.provider, f"no answer to {what} (watchdog: {self.stall_timeout:g} s)")

@@ -206,6 +206,42 @@ async def test_after_every_attempt_failed_the_provider_is_probed_and_the_outage_
     assert accounting(sink) == ("stop", 15_000, 15_000, 0)
 
 
+async def test_a_vendor_wide_outage_shorter_than_the_replay_buffer_costs_no_audio(autojump_clock):
+    """The vendor goes down at 3 s for 8 s: the live session closes, every attempt is
+    refused (then probed every 5 s); the first session after the outage gets 2.0-14.6 s
+    replayed at once and the call loses nothing."""
+    provider = ScriptedProvider()
+    audio = tone(20_000)
+
+    async def vendor() -> None:
+        await trio.sleep(3)
+        provider.outage(8)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(vendor)
+        _, sink = await call(provider, audio)
+    t = 3.08  # the first batch after 3 s went out at 3.08 s and the session closed
+    assert provider.attempts == [0] + [pytest.approx(t + d) for d in (0.1, 0.3, 0.7, 1.5, 6.5, 11.5)]
+    first, second = provider.sessions
+    assert bytes(first.received) == ms(audio, 0, 3100) and bytes(second.received) == ms(audio, 2000)
+    [reconnected] = of_type(sink, "provider_reconnected")
+    assert (reconnected["offset_ms"], reconnected["replayed_ms"]) == (2000, 1100)
+    assert_tiles(sink, 20_000)
+    assert accounting(sink) == ("stop", 20_000, 20_000, 0)
+
+
+async def test_after_the_hang_up_the_next_probe_comes_within_the_drain(autojump_clock):
+    """Probing every 5 s would miss a 2 s drain: once the caller hung up, the pause
+    before the next attempt is at most a quarter of the drain."""
+    provider = ScriptedProvider(faults={a: [RefuseHandshake(503)] for a in range(6)})
+    audio = tone(8000)
+    _, sink = await call(provider, audio)
+    assert provider.attempts[5:] == [pytest.approx(6.5), pytest.approx(8.0 + 0.5)]  # not 11.5
+    assert bytes(provider.sessions[0].received) == audio
+    assert_tiles(sink, 8000)
+    assert accounting(sink) == ("stop", 8000, 8000, 0)
+
+
 # --- 3. garbage and vendor error messages -----------------------------------------------------
 
 
@@ -270,13 +306,27 @@ async def test_a_provider_that_stops_reading_is_caught_by_the_send_deadline(auto
     assert accounting(sink) == ("stop", 10_000, 10_000, 0)
 
 
-async def test_silence_is_not_a_stall(autojump_clock):
-    """A vendor that says nothing while the caller is silent is not reconnected."""
+async def test_silence_is_not_a_stall_but_an_unanswered_hang_up_is(autojump_clock):
+    """A vendor that says nothing while the caller is silent is not reconnected; once the
+    caller hung up it must answer within half the drain, or a new session gets the audio."""
     provider = ScriptedProvider(faults={0: [Stall(after_ms=0)]})
-    outcome, sink = await call(provider, b"\xff" * 8 * 25_000)
-    assert len(provider.attempts) == 1 and not of_type(sink, "provider_error")
+    _, sink = await call(provider, b"\xff" * 8 * 25_000)
+    [error] = of_type(sink, "provider_error")  # none in 25 s of silence
+    assert error["t"] == pytest.approx(25.0 + 1.0) and "after the caller hung up" in error["detail"]
+    assert provider.attempts == [0, pytest.approx(26.1)]
+    assert_tiles(sink, 25_000)
     assert accounting(sink) == ("stop", 25_000, 25_000, 0)
-    assert "final transcript not received" in outcome.detail  # it never answers the end either
+
+
+async def test_a_provider_going_deaf_in_the_last_second_is_replaced_within_the_drain(autojump_clock):
+    provider = ScriptedProvider(faults={0: [Stall(after_ms=4500, stop_reading=True)]})
+    audio = tone(5000)
+    outcome, sink = await call(provider, audio)
+    [error] = of_type(sink, "provider_error")
+    assert error["t"] == pytest.approx(6.0)  # 1 s without progress after the hang-up at 5.0 s
+    assert bytes(provider.sessions[1].received) == ms(audio, 4000)
+    assert_tiles(sink, 5000)
+    assert accounting(sink) == ("stop", 5000, 5000, 0) and "final transcript" not in outcome.detail
 
 
 async def test_a_replay_burst_is_not_a_stall_before_the_vendor_had_time_to_answer(autojump_clock):
@@ -284,8 +334,9 @@ async def test_a_replay_burst_is_not_a_stall_before_the_vendor_had_time_to_answe
     provider = ScriptedProvider(faults={**{a: [RefuseHandshake(503)] for a in range(6)}, 6: [Stall()]})
     audio = tone(25_000)
     _, sink = await call(provider, audio)
-    # still probing (the session never proved healthy): the next probe is 5 s later
-    assert provider.attempts[6:] == [pytest.approx(11.5), pytest.approx(26.5)]
+    # still probing (the session never proved healthy): the next probe would be 5 s
+    # later, but the caller hung up at 25 s: it comes 0.5 s after that
+    assert provider.attempts[6:] == [pytest.approx(11.5), pytest.approx(25.5)]
     stalled = [e for e in of_type(sink, "provider_error") if e["error"] == "ProviderStalledError"]
     assert [e["t"] for e in stalled] == [pytest.approx(11.5 + 10)]  # not at 11.5, when 11.5 s were unanswered
     assert bytes(provider.sessions[1].received) == audio

@@ -11,7 +11,9 @@ session, or is a function of it.  ``attempts`` records the trio time of every
 ``open_session``; ``on_open`` (async, gets the attempt number) runs before the
 handshake is answered, for tests that force a race.  From the environment:
 ``SCRIPTED_FAULT_RATE`` (0..1), ``SCRIPTED_FAULT_SEED``, ``SCRIPTED_FAULT_KINDS``
-(comma-separated, see ``random_faults``).
+(comma-separated, see ``random_faults``).  ``outage(seconds)`` takes the whole vendor
+down (live sessions close with 1011, new ones get 503).  ``record=False`` (what
+``create`` builds for a served gateway) keeps neither sessions nor their audio.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ class ScriptedSession:
     def __init__(self, provider: ScriptedProvider, index: int, faults: Sequence[Fault] = ()) -> None:
         self.index = index  # the attempt number
         self.name = provider.name
-        self.received = bytearray()
+        self.received = bytearray()  # with provider.record; otherwise only counted
+        self.received_bytes = 0
+        self._provider = provider
         self.finalized = False
         self.stalled = False  # answers nothing any more
         self.deaf = False  # takes no audio any more
@@ -105,7 +109,7 @@ class ScriptedSession:
 
     @property
     def received_ms(self) -> int:
-        return int(self._fmt.duration_ms(len(self.received)))
+        return int(self._fmt.duration_ms(self.received_bytes))
 
     async def send_audio(self, audio: bytes) -> None:
         if self.deaf:
@@ -116,7 +120,11 @@ class ScriptedSession:
             raise RuntimeError("audio after finalize")
         if self._rate is not None:
             await trio.sleep(self._fmt.duration_ms(len(audio)) / 1000 / self._rate)
-        self.received += audio
+        if self._provider.down():
+            self._pending.insert(0, Close(1011, 0, "scripted outage"))
+        if self._provider.record:
+            self.received += audio
+        self.received_bytes += len(audio)
         now = self.received_ms
         while now >= self._next_commit:
             self._commit(self._next_commit)
@@ -194,27 +202,44 @@ class ScriptedProvider:
     keepalive_interval: float | None = None
     faults: FaultScript = attrs.field(factory=dict)
     on_open: Callable[[int], Awaitable[None]] | None = None
+    #: keep every session and its audio (tests); False for long runs (soak, ``create``)
+    record: bool = True
     sessions: list[ScriptedSession] = attrs.field(factory=list)  # accepted sessions, in order
     attempts: list[float] = attrs.field(factory=list)  # trio time of every open_session
+    opened: int = 0  # open_session calls, refused ones included
+    down_until: float | None = None  # see ``outage``
 
     def faults_of(self, attempt: int) -> Sequence[Fault]:
         if callable(self.faults):
             return self.faults(attempt)
         return self.faults.get(attempt, ())
 
+    def outage(self, seconds: float) -> None:
+        """The whole vendor goes down for ``seconds`` from now: live sessions close with
+        1011 at their next audio, new ones are refused with 503."""
+        self.down_until = trio.current_time() + seconds
+
+    def down(self) -> bool:
+        return self.down_until is not None and trio.current_time() < self.down_until
+
     @asynccontextmanager
     async def open_session(self) -> AsyncIterator[SttSession]:
-        attempt = len(self.attempts)
-        self.attempts.append(trio.current_time())
+        attempt = self.opened
+        self.opened += 1
+        if self.record:
+            self.attempts.append(trio.current_time())
         if self.on_open is not None:
             await self.on_open(attempt)
         faults = self.faults_of(attempt)
+        if self.down():
+            faults = [RefuseHandshake(503)]
         for fault in faults:
             if isinstance(fault, RefuseHandshake):
                 await trio.lowlevel.checkpoint()
                 raise error_for_http_status(self.name, fault.status, "scripted refusal")
         session = ScriptedSession(self, attempt, faults)
-        self.sessions.append(session)
+        if self.record:
+            self.sessions.append(session)
         try:
             yield session
         finally:
@@ -271,6 +296,7 @@ def create(env: Mapping[str, str]) -> ScriptedProvider:
         partial_ms=_int(env, "SCRIPTED_PARTIAL_MS", 500),
         commit_ms=_int(env, "SCRIPTED_COMMIT_MS", 2000),
         faults=_fault_script(env),
+        record=False,  # a served provider must not keep every call's audio
     )
 
 

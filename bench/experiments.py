@@ -32,6 +32,11 @@ Variants (each is what a real change to the named file would do):
     Hypercorn.  This is the gain available from owning the Twilio socket's framing
     (a dedicated trio listener for ``/twilio/stream`` behind the same ``TextSource``
     seam) rather than a Hypercorn setting.
+``replay_8s``
+    ``CallConfig.replay_ms`` = 8000 instead of 30 000 (``actors/config.py``): the replay
+    buffer holds sent-but-uncommitted audio as 100 ms ``AudioBatch`` objects; with a
+    provider that commits rarely it grows toward ``replay_ms`` per call (30 s of
+    mu-law = 240 kB + ~300 objects).
 ``no_read_timeout_scope``
     Hypercorn's read loop without its per-``receive_some`` ``fail_after(inf)`` cancel
     scope (what a dedicated reader would not do either).
@@ -141,6 +146,19 @@ async def _lean_messages(ws, buffer: bytearray) -> bytearray | None:  # noqa: AN
     return None
 
 
+def replay_ms(ms: int) -> None:
+    import attrs
+
+    import gateway.app
+
+    original = gateway.app.CallConfig
+
+    def smaller_replay(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return attrs.evolve(original(*args, **kwargs), replay_ms=ms)
+
+    gateway.app.CallConfig = smaller_replay
+
+
 def gc_freeze() -> None:
     import gateway.app  # noqa: F401 - everything the server imports, before freezing
     import gateway.serve  # noqa: F401
@@ -158,6 +176,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "lean_frames": lambda: _patch_read_loop(lean=True),
     "no_read_timeout_scope": lambda: _patch_read_loop(scope=False),
     "lean_frames_rcvlowat": lambda: _patch_read_loop(lean=True, rcvlowat=True, scope=False),
+    "replay_8s": lambda: replay_ms(8000),
     "none": lambda: None,
 }
 

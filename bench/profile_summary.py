@@ -59,6 +59,46 @@ SYSCALL_FUNCTIONS = {
 }
 
 
+#: pipeline stages, recognized by a function anywhere in the stack (leaf first, so a
+#: sample counts for the innermost stage it is in; partial stacks still land somewhere)
+COMPONENTS = [
+    (("SttReceiver", "WebSocketSession.receive", "_reader_task", "ElevenLabsCodec.receive"),
+     "provider receive (trio-websocket reader, codec, SttReceiver)"),
+    (("SttSender", "WebSocketSession.send_audio", "WebSocketSession._flush", "send_message",
+      "WebSocketConnection._send", "ElevenLabsCodec.send_audio"),
+     "provider send (SttSender, session flush, trio-websocket send)"),
+    (("TranscriptEmitter", "JsonlSink", "StdoutSink"), "transcript emitter + sinks"),
+    (("ReplayBuffer",), "replay buffer"),
+    (("Resampler",), "resampler hop"),
+    (("watchdog", "is_speech", "Watchdog"), "stall watchdog"),
+    (("TwilioReader", "AsgiTextSource", "TwilioStreamDecoder", "decode_message", "TwilioStreamEndpoint"),
+     "Twilio reader (ASGI receive, decode, batching)"),
+    (("TCPServer", "WSStream", "H11Protocol", "ProtocolWrapper", "FrameProtocol", "Connection.events",
+      "Connection.receive_data", "MessageDecoder", "FrameDecoder", "XorMasker", "WebsocketBuffer"),
+     "Hypercorn socket read + wsproto framing"),
+    (("Forwarder",), "baseline app"),
+]
+#: generic machinery: only when no stage above is in the (possibly partial) stack
+FALLBACKS = [
+    (("get_events", "_epoll_wait"), "trio: epoll"),
+    (("_nonblocking_helper", "SocketStream"), "socket send/recv (caller unknown)"),
+    (("fail_after", "move_on_after", "CancelScope", "_LockImpl", "Event.wait"),
+     "trio cancel scopes, locks (caller unknown)"),
+    (("MemorySendChannel", "MemoryReceiveChannel"), "trio memory channels (caller unknown)"),
+    (("unrolled_run", "reschedule", "wait_task_rescheduled", "cancel_shielded_checkpoint", "checkpoint"),
+     "trio: scheduler (caller unknown)"),
+]
+
+
+def component_of(funcs: list[str]) -> str:
+    for table in (COMPONENTS, FALLBACKS):
+        for func in reversed(funcs):
+            for needles, name in table:
+                if any(needle in func for needle in needles):
+                    return name
+    return "other"
+
+
 def layer_of(file: str, func: str = "") -> str:
     name = func.rsplit(".", 1)[-1]
     if name in SYSCALL_FUNCTIONS and ("trio/" in file or "wslean" in file):
@@ -86,12 +126,14 @@ def summarize_raw(path: str | Path, top: int = 25) -> str:
     by_layer: Counter[str] = Counter()
     by_self: Counter[str] = Counter()
     by_incl: Counter[str] = Counter()
+    by_component: Counter[str] = Counter()
     for line in Path(path).read_text().splitlines():
         parsed = _parse(line)
         if parsed is None:
             continue
         frames, n = parsed
         total += n
+        by_component[component_of([f for f, _ in frames])] += n
         func, file = frames[-1]
         by_layer[layer_of(file, func)] += n
         short = file.split("site-packages/")[-1].split("/work/main/")[-1]
@@ -110,7 +152,9 @@ def summarize_raw(path: str | Path, top: int = 25) -> str:
         return f"{100 * n / total:.1f}%"
 
     lines = [f"Profile {Path(path).name}: {total} busy samples.", "",
-             "Self time by layer (innermost frame):", "", "| layer | self |", "|---|---:|"]
+             "By pipeline stage (innermost stage found in the stack):", "", "| stage | share |", "|---|---:|"]
+    lines += [f"| {k} | {pct(v)} |" for k, v in by_component.most_common()]
+    lines += ["", "Self time by layer (innermost frame):", "", "| layer | self |", "|---|---:|"]
     lines += [f"| {k} | {pct(v)} |" for k, v in by_layer.most_common()]
     lines += ["", f"Top {top} functions by self time:", "", "| function | self |", "|---|---:|"]
     lines += [f"| `{k}` | {pct(v)} |" for k, v in by_self.most_common(top)]

@@ -145,7 +145,8 @@ def run_level(system: str, template: str, calls: int, args: argparse.Namespace, 
     for stale in rundir.glob(f"{tag}.*"):  # a rerun into the same --out starts clean
         stale.unlink()
     fake = start([PYTHON, "bench/fake_provider.py", "--port", "0", "--report", str(fake_report),
-                  "--api-key", API_KEY, "--max-seconds", str(args.call_seconds + args.ramp + 120)],
+                  "--api-key", API_KEY, "--max-seconds", str(args.call_seconds + args.ramp + 120),
+                  "--partial-ms", str(args.partial_ms), "--commit-ms", str(args.commit_ms)],
                  TOOLS_CORE, rundir / f"{tag}.fake.log", stdout=subprocess.PIPE)
     line = fake.stdout.readline().decode()  # type: ignore[union-attr]
     if not line.startswith("listening on "):
@@ -322,6 +323,7 @@ def ratios(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
 
         out.append({"calls": calls,
                     "cpu": ratio(ra["cpu_ms_per_call_s"], rb["cpu_ms_per_call_s"]),
+                    "cpu_per_audio_s": ratio(ra["cpu_ms_per_audio_s"], rb["cpu_ms_per_audio_s"]),
                     "kib_per_call": ratio(ra["kib_per_call"], rb["kib_per_call"]),
                     "lag_p99": ratio(ra["lag_ms"]["p99"], rb["lag_ms"]["p99"]),
                     "e2e_p50": ratio(ra["e2e_ms"]["p50"], rb["e2e_ms"]["p50"])})
@@ -338,12 +340,12 @@ def _fmt(v: Any, nd: int = 1) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     systems = result["systems"]
-    lines = ["| calls | system | CPU ms / call-s | core % | others on core % | KiB / call | "
+    lines = ["| calls | system | CPU ms / call-s | CPU ms / audio-s fwd | core % | others on core % | KiB / call | "
              "lag p50 / p99 / max ms | e2e p50 / p99 ms | loss ms (%) | gw dropped_ms | loadgen late p99 ms | verdict |",
-             "|---:|---|---:|---:|---:|---:|---|---|---|---:|---:|---|"]
+             "|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|"]
     for r in result["levels"]:
         if "error" in r:
-            lines.append(f"| {r['calls']} | {r['system']} | error: {r['error'][:60]} ||||||||||")
+            lines.append(f"| {r['calls']} | {r['system']} | error: {r['error'][:60]} |||||||||||")
             continue
         lag, e2e = r["lag_ms"], r["e2e_ms"]
         verdict = "sustained" if r["sustained"] else "**fails**"
@@ -353,7 +355,8 @@ def markdown(result: dict[str, Any]) -> str:
             verdict += " (loadgen-limited)"
         dropped = r.get("call_ended", {}).get("dropped_ms")
         lines.append(
-            f"| {r['calls']} | {r['system']} | {_fmt(r['cpu_ms_per_call_s'], 2)} | {_fmt(r['gw_core_pct'])} | "
+            f"| {r['calls']} | {r['system']} | {_fmt(r['cpu_ms_per_call_s'], 2)} | {_fmt(r['cpu_ms_per_audio_s'], 2)} | "
+            f"{_fmt(r['gw_core_pct'])} | "
             f"{_fmt(r['others_on_gw_core_pct'])} | {_fmt(r['kib_per_call'])} | {_fmt(lag['p50'])} / {_fmt(lag['p99'])} / {_fmt(lag['max'])} | "
             f"{_fmt(e2e['p50'])} / {_fmt(e2e['p99'])} | {r['loss_ms']} ({_fmt(r['loss_pct'], 2)}) | "
             f"{_fmt(dropped)} | {_fmt(r['send_late_ms']['p99'])} | {verdict} |")
@@ -368,8 +371,10 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(s['kib_per_call_at_200'])} | {_fmt(s['lag_p99_ms_at_200'])} |")
     for other, rows in result.get("ratios", {}).items():
         lines += ["", f"Ratios {systems[0]} / {other} (same run, same levels):", "",
-                  "| calls | CPU | KiB / call | lag p99 | e2e p50 |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['calls']} | {_fmt(r['cpu'], 2)} | {_fmt(r['kib_per_call'], 2)} | {_fmt(r['lag_p99'], 2)} | "
+                  "| calls | CPU / call-s | CPU / audio-s fwd | KiB / call | lag p99 | e2e p50 |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['calls']} | {_fmt(r['cpu'], 2)} | {_fmt(r['cpu_per_audio_s'], 2)} | "
+                  f"{_fmt(r['kib_per_call'], 2)} | {_fmt(r['lag_p99'], 2)} | "
                   f"{_fmt(r['e2e_p50'], 2)} |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -382,17 +387,20 @@ def plot(result: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib is not installed (.venv/bin/pip install matplotlib): plot skipped"
     fig, (ax_cpu, ax_lag) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for name in result["systems"]:
+    for i, name in enumerate(result["systems"]):
         rows = [r for r in result["levels"] if r["system"] == name and "error" not in r]
         x = [r["calls"] for r in rows]
-        ax_cpu.plot(x, [r["cpu_ms_per_call_s"] for r in rows], "o-", label=name)
-        ax_lag.plot(x, [max(r["lag_ms"]["p99"] or 0.1, 0.1) for r in rows], "o-", label=f"{name} lag p99")
+        color = f"C{i}"
+        ax_cpu.plot(x, [r["cpu_ms_per_call_s"] for r in rows], "o-", color=color, label=f"{name}: per call-second")
+        ax_cpu.plot(x, [r["cpu_ms_per_audio_s"] for r in rows], "x--", color=color, alpha=0.7,
+                    label=f"{name}: per audio-second forwarded")
+        ax_lag.plot(x, [max(r["lag_ms"]["p99"] or 0.1, 0.1) for r in rows], "o-", color=color, label=f"{name} lag p99")
     ax_cpu.axhline(TARGETS["cpu_ms_per_call_s_at_200"], color="red", ls="--", lw=0.8, label="target 3.0")
     ax_cpu.axhline(TARGETS["cpu_aim"], color="green", ls=":", lw=0.8, label="aim 2.0")
     ax_cpu.set_xlabel("concurrent calls")
-    ax_cpu.set_ylabel("gateway CPU ms per call-second (one core)")
+    ax_cpu.set_ylabel("gateway CPU, ms per call-second (one core)")
     ax_cpu.set_ylim(bottom=0)
-    ax_cpu.legend()
+    ax_cpu.legend(fontsize=8)
     ax_cpu.grid(alpha=0.3)
     ax_lag.axhline(TARGETS["lag_p99_ms"], color="green", ls=":", lw=0.8, label="target 20 ms")
     ax_lag.axhline(TARGETS["sustained_lag_p99_ms"], color="red", ls="--", lw=0.8, label="sustained < 100 ms")
@@ -422,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=4.0)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between listening and the load")
     parser.add_argument("--provider", choices=("elevenlabs", "scripted"), default="elevenlabs")
+    parser.add_argument("--partial-ms", type=int, default=500, help="fake provider: a partial every N ms of audio")
+    parser.add_argument("--commit-ms", type=int, default=5000, help="fake provider: a VAD-like commit every N ms")
     parser.add_argument("--ours", default=DEFAULT_OURS, help="command template of the system under test")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="command template; '' for none")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=COMMAND",
@@ -455,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
         "config": {"levels": levels, "call_seconds": args.call_seconds, "ramp_s": args.ramp,
+                   "fake_partial_ms": args.partial_ms, "fake_commit_ms": args.commit_ms,
                    "provider": args.provider, "gateway_core": GATEWAY_CORE, "tools_core": TOOLS_CORE,
                    "systems": {n: t for n, t in systems}},
         "systems": names, "levels": [],

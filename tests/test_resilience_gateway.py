@@ -144,3 +144,15 @@ async def test_server_shutdown_drains_a_live_call_which_ends_with_shutdown_and_n
     assert (ended["forwarded_ms"], ended["dropped_ms"]) == (ended["audio_ms"], 0)
     assert_tiles(events, ended["audio_ms"])  # the final transcript was flushed before the socket closed
     assert "provider_reconnected" in [e["type"] for e in events]
+
+
+def test_the_fallback_flag_builds_the_chain_the_gateway_runs_calls_with():
+    from gateway.cli import build_parser, configure_chain
+
+    args = build_parser().parse_args(["serve", "--provider", "scripted", "--fallback", "scripted, scripted"])
+    settings, provider, fallbacks = configure_chain(args, {})
+    assert settings.fallback == ("scripted", "scripted") and len(fallbacks) == 2
+    assert all(f.name == "scripted" and f is not provider for f in fallbacks)
+    gateway = Gateway(settings, provider, [], fallbacks=fallbacks)
+    assert gateway.call_config.fallbacks == fallbacks
+    assert gateway.stream_endpoint.config.fallbacks == fallbacks

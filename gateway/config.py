@@ -96,7 +96,9 @@ class Settings:
                 return value
             return env.get(f"EARPIECE_{name.upper()}")
 
-        port = _positive_int("--port", pick("port"), 8080)
+        raw_port = pick("port")
+        # 0 asks the system for a free port (the demo and tests use it)
+        port = 0 if str(raw_port).strip() == "0" else _positive_int("--port", raw_port, 8080)
         if port is not None and port > 65535:
             raise ConfigError(f"--port must be at most 65535, not {port}")
         sinks_raw = flags.get("sink") or env.get("EARPIECE_SINKS")

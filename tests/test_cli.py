@@ -114,3 +114,13 @@ def test_serve_call_and_sigterm_shutdown(tmp_path):
     assert lines[0]["type"] == "call_started" and lines[0]["custom_parameters"] == {"session": "abc"}
     assert lines[-1]["type"] == "call_ended" and lines[-1]["audio_ms"] == 2500
     assert [e["text"] for e in lines if e.get("kind") == "committed"] == ["audio 0 to 2000", "audio 2000 to 2500"]
+
+
+def test_demo_prints_the_call_as_a_live_one_looks():
+    result = run("demo", "--fast", "--provider", "scripted", timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("[CA") and lines[0].endswith("] Twilio stream started")
+    assert lines[-1].startswith("[CA") and lines[-1].endswith("] Twilio stream stopped")
+    assert any(line.startswith("PARTIAL: audio 0 to") for line in lines)
+    assert "COMMITTED: audio 0 to 2000" in lines

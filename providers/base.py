@@ -20,6 +20,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
+from .errors import ProviderStalledError
 from .events import FinalTranscript, PartialTranscript, ProviderEvent
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "SttSession",
     "SttProvider",
     "AudioSpanTracker",
+    "HeldAudio",
 ]
 
 
@@ -131,3 +133,26 @@ class AudioSpanTracker:
         end = max(start, end)
         self.committed_ms = max(self.committed_ms, end)
         return FinalTranscript(text, start, end)
+
+
+class HeldAudio:
+    """Audio a codec holds, in order, until its session is configured (vendors that
+    answer ``session.created`` with ``session.update``).  Bounded: past
+    ``max_ms`` the session counts as stalled."""
+
+    def __init__(self, provider: str, audio_format: AudioFormat, max_ms: int) -> None:
+        self._provider = provider
+        self._max_ms = max_ms
+        self._max_bytes = int(max_ms * audio_format.bytes_per_ms)
+        self._parts: list[bytes] = []
+        self._bytes = 0
+
+    def hold(self, audio: bytes) -> None:
+        if self._bytes + len(audio) > self._max_bytes:
+            raise ProviderStalledError(self._provider, f"session not configured after {self._max_ms} ms of audio")
+        self._parts.append(audio)
+        self._bytes += len(audio)
+
+    def release(self) -> list[bytes]:
+        parts, self._parts, self._bytes = self._parts, [], 0
+        return parts

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
+from ..base import MULAW_8K, AudioFormat, AudioSpanTracker, HeldAudio
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -88,11 +88,9 @@ class MistralCodec:
         self.tracker = AudioSpanTracker(audio_format)
         self._update = dumps({"type": "session.update",
                               "session": {"audio_format": vendor_audio_format(audio_format), **(session or {})}})
-        self._max_held = int(MAX_HELD_MS * audio_format.bytes_per_ms)
         self._outbox: list[str | bytes] = []
         self._phase = "connecting"  # → configuring (update sent) → streaming (updated)
-        self._held: list[bytes] = []
-        self._held_bytes = 0
+        self._held = HeldAudio(PROVIDER, audio_format, MAX_HELD_MS)
         self._audio_seen = False
         self._text = ""  # deltas since the last final
         self._dones = 0
@@ -109,10 +107,7 @@ class MistralCodec:
             return
         self._audio_seen = True
         if self._phase != "streaming":
-            if self._held_bytes + len(audio) > self._max_held:
-                raise ProviderStalledError(PROVIDER, f"session not configured after {MAX_HELD_MS} ms of audio")
-            self._held.append(audio)
-            self._held_bytes += len(audio)
+            self._held.hold(audio)
             return
         self._append(audio)
 
@@ -189,8 +184,7 @@ class MistralCodec:
         if self._phase != "configuring":
             return []
         self._phase = "streaming"
-        held, self._held, self._held_bytes = self._held, [], 0
-        for audio in held:
+        for audio in self._held.release():
             self._append(audio)
         if self._finalizing and not self._end_sent:
             self._end()

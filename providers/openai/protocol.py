@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
+from ..base import MULAW_8K, AudioFormat, AudioSpanTracker, HeldAudio
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -48,7 +48,6 @@ from ..errors import (
     ProviderError,
     ProviderOverloadedError,
     ProviderQuotaError,
-    ProviderStalledError,
 )
 from ..events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed, SessionStarted
 from ..jsonwire import WireObject, b64, dumps, parse_object
@@ -110,11 +109,9 @@ class OpenAICodec:
         self._update = dumps({"type": "session.update", "event_id": UPDATE_EVENT_ID, "session": {
             "type": "transcription",
             "audio": {"input": {"format": vendor_audio_format(audio_format), **(audio_input or {})}}}})
-        self._max_held = int(MAX_HELD_MS * audio_format.bytes_per_ms)
         self._outbox: list[str | bytes] = []
         self._phase = "connecting"  # → configuring (update sent) → streaming (updated)
-        self._held: list[bytes] = []
-        self._held_bytes = 0
+        self._held = HeldAudio(PROVIDER, audio_format, MAX_HELD_MS)
         self._audio_seen = False
         self._items: dict[str, _Item] = {}
         self._order: deque[str] = deque()  # committed items, oldest first, until released
@@ -135,10 +132,7 @@ class OpenAICodec:
             return
         self._audio_seen = True
         if self._phase != "streaming":
-            if self._held_bytes + len(audio) > self._max_held:
-                raise ProviderStalledError(PROVIDER, f"session not configured after {MAX_HELD_MS} ms of audio")
-            self._held.append(audio)
-            self._held_bytes += len(audio)
+            self._held.hold(audio)
             return
         self._append(audio)
 
@@ -209,8 +203,7 @@ class OpenAICodec:
         if self._phase != "configuring":
             return []
         self._phase = "streaming"
-        held, self._held, self._held_bytes = self._held, [], 0
-        for audio in held:
+        for audio in self._held.release():
             self._append(audio)
         return self._end() if self._finalizing else []
 

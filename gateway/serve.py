@@ -1,5 +1,6 @@
-"""Serve a Gateway with Hypercorn's trio worker (plain HTTP, or TLS with
-``--certfile``/``--keyfile`` for deployments without a terminating proxy)."""
+"""Serve a Gateway: Hypercorn (trio) for HTTP, the Twilio stream on its own socket
+(``gateway.edge``); plain HTTP, or TLS with ``--certfile``/``--keyfile`` for
+deployments without a terminating proxy."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from .app import Gateway
+from .app import STREAM_PATH, Gateway
 from .config import ConfigError
+from .edge import serve_edge
 
 __all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_config", "SHUTDOWN_GRACE"]
 
@@ -100,5 +101,4 @@ async def serve_gateway(
 
     config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,
                               certfile=settings.certfile, keyfile=settings.keyfile)
-    await hypercorn_serve(gateway, config,  # type: ignore[arg-type]
-                          shutdown_trigger=shutdown, task_status=task_status, mode="asgi")
+    await serve_edge(gateway, config, STREAM_PATH, shutdown_trigger=shutdown, task_status=task_status)

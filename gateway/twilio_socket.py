@@ -1,23 +1,28 @@
-"""``WS /twilio/stream`` as a raw ASGI handler (no framework on the per-frame path)."""
+"""``WS /twilio/stream``: admission, the call, the close code — whoever carries the socket.
+
+Normally ``gateway.edge`` upgrades the stream on its own socket (``RawStreamDoor``); an
+upgrade that reaches Hypercorn instead (e.g. on a kept-alive HTTP connection) comes
+through the ASGI entry (``AsgiDoor``).  Both go through ``TwilioStreamEndpoint.serve``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from actors.call import run_call
 from actors.config import CallConfig
-from actors.ports import Sink
+from actors.ports import Sink, TextSource
 from providers.base import SttProvider
 from providers.twilio import TwilioProtocolError
 
 from .calls import CallRegistry
 from .security import peer_label, printable
 
-__all__ = ["AsgiTextSource", "TwilioStreamEndpoint"]
+__all__ = ["AsgiDoor", "AsgiTextSource", "StreamDoor", "TwilioStreamEndpoint", "FORBIDDEN"]
 
 log = logging.getLogger("earpiece.gateway")
 
@@ -46,9 +51,45 @@ class AsgiTextSource:
         raise trio.EndOfChannel
 
 
+class StreamDoor(Protocol):
+    """One ``/twilio/stream`` upgrade, however it is carried (ASGI, or our own socket)."""
+
+    async def deny(self, status: int, body: str) -> None: ...
+
+    async def accept(self) -> TextSource: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` unless the peer went away already."""
+
+
+class AsgiDoor:
+    """A ``StreamDoor`` over an ASGI websocket scope (Hypercorn's own WebSocket layer)."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._source: AsgiTextSource | None = None
+
+    async def deny(self, status: int, body: str) -> None:
+        """Answer the upgrade with a plain HTTP response (``websocket.http.response``)."""
+        await self._send({"type": "websocket.http.response.start", "status": status,
+                          "headers": [(b"content-type", b"text/plain")]})
+        await self._send({"type": "websocket.http.response.body", "body": body.encode()})
+
+    async def accept(self) -> AsgiTextSource:
+        await self._send({"type": "websocket.accept"})
+        self._source = AsgiTextSource(self._receive)
+        return self._source
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._source is not None and not self._source.disconnected:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
 class TwilioStreamEndpoint:
     """Accepts a Media Stream, runs the call, closes the socket with a code that says
-    how it ended (1000 normal, 1001 shutdown, 1008 bad input or a limit, 1011 provider).
+    how it ended (1000 normal, 1001 shutdown, 1008 bad input or a limit, 1011 provider;
+    1002/1007/1009 for a WebSocket protocol violation on our own socket).
 
     Before the upgrade: ``authorize(scope)`` (the signature check) returns a refusal
     reason for the log, or None; a refused upgrade is answered 403.  Then admission: a
@@ -66,46 +107,41 @@ class TwilioStreamEndpoint:
         self.authorize = authorize  # returns a refusal reason, or None when allowed
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI entry (an upgrade Hypercorn parsed; see ``gateway.edge`` for ours)."""
         connect = await receive()
         if connect["type"] != "websocket.connect":
             return
+        await self.serve(scope, AsgiDoor(receive, send))
+
+    async def serve(self, scope: dict[str, Any], door: StreamDoor) -> None:
+        """One upgrade request, described by an ASGI-shaped ``scope``."""
         if self.authorize is not None:
             refusal = self.authorize(scope)
             if refusal is not None:
                 log.warning("refused a media stream from %s: %s", peer_label(scope), printable(refusal))
-                await _deny(send, 403, FORBIDDEN)
+                await door.deny(403, FORBIDDEN)
                 return
         # No checkpoint between authorize and admit: admission is atomic under trio.
         record = self.registry.admit(self.provider.name)
         if record is None:
             why = "draining" if self.registry.draining else f"full ({self.registry.max_calls} calls)"
             log.warning("refused a media stream from %s: gateway %s", peer_label(scope), why)
-            await _deny(send, 503, f"gateway {why}\n")
+            await door.deny(503, f"gateway {why}\n")
             return
         try:
-            await send({"type": "websocket.accept"})
-            source = AsgiTextSource(receive)
+            source = await door.accept()
 
             def started(stream: Any, stats: Any) -> None:
                 record.stream, record.stats = stream, stats
 
             outcome = await run_call(source, self.provider, self.sinks, config=self.config,
                                      reader_scope=record.reader_scope, on_started=started)
-            if not source.disconnected:
-                await send({"type": "websocket.close", "code": outcome.close_code,
-                            "reason": _close_reason(outcome.detail)})
+            await door.close(outcome.close_code, _close_reason(outcome.detail))
         finally:
             self.registry.release(record)
 
 
 FORBIDDEN = "forbidden: missing or invalid X-Twilio-Signature\n"
-
-
-async def _deny(send: Send, status: int, body: str) -> None:
-    """Answer the upgrade with a plain HTTP response (ASGI ``websocket.http.response``)."""
-    await send({"type": "websocket.http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "websocket.http.response.body", "body": body.encode()})
 
 
 def _close_reason(detail: str) -> str:

@@ -104,7 +104,7 @@ ROWS = [
     Row("media of another stream", lambda: [*OPENING, media(7, 6, BAD[5], call=call_ids(3))],
         says="is not this stream's streamSid"),
     Row("a message over max_message_bytes (1 MiB)", lambda: [*OPENING, _huge_message()],
-        close_code=1009, reason="disconnect", says="Twilio's socket closed without stop"),
+        close_code=1009, says="a message over 65536 bytes (max_message_bytes)"),
     # --- fatal before any call: the start is refused or never came
     Row("media before start", lambda: [connected(), *media_run(2, 1, BAD[:1])], started=False,
         says="media before start"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["TextSource", "Sink"]
+__all__ = ["TextSource", "BatchingTextSource", "Sink"]
 
 
 class TextSource(Protocol):
@@ -15,6 +15,15 @@ class TextSource(Protocol):
     A non-text frame is reported by raising ``TwilioProtocolError``."""
 
     async def receive(self) -> str: ...
+
+
+class BatchingTextSource(TextSource, Protocol):
+    """A ``TextSource`` that can save wake-ups: ``expect(n)`` says the reader has no
+    work until ``n`` more messages came (the rest of its batch), so the source may wait
+    for them in one go (``gateway.stream_socket``).  A hint, never a promise: the source
+    still returns what came if the stream goes quiet."""
+
+    def expect(self, messages: int) -> None: ...
 
 
 class Sink(Protocol):

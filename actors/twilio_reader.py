@@ -20,6 +20,8 @@ from .messages import AudioBatch, CallEvent, CallStarted, DtmfPressed, StreamSta
 from .ports import TextSource
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
+MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
+
 __all__ = ["TwilioReader", "StreamEndedBeforeStartError"]
 
 
@@ -31,7 +33,8 @@ class TwilioReader:
     """Turns Twilio's Media Streams messages into call audio and call events.
 
     Consumes: text messages from a ``TextSource``
-    (``connected → start → (media | dtmf | mark)* → stop``).
+    (``connected → start → (media | dtmf | mark)* → stop``); tells a
+    ``BatchingTextSource`` how many media messages complete the current batch.
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
     ``AudioBatch``es of ``batch_ms`` on ``mulaw_send``.
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
@@ -165,6 +168,11 @@ class TwilioReader:
         current_time = trio.current_time
         parts = self._parts
         part_bytes = 0
+        # A BatchingTextSource may wait for the rest of a batch in one wake-up.
+        expect = getattr(source, "expect", None)
+        batch_frames = max(1, batch_bytes // MULAW_BYTES_PER_FRAME)
+        if expect is not None:
+            expect(batch_frames)
         while True:
             try:
                 text = await receive()
@@ -184,6 +192,8 @@ class TwilioReader:
                 if part_bytes >= batch_bytes:
                     self._flush_parts(mulaw_send)
                     part_bytes = 0
+                    if expect is not None:
+                        expect(batch_frames)
             elif type(event) is Stop:
                 self.ended_by = "stop"
                 break

@@ -14,7 +14,7 @@ Hypercorn unchanged (webhooks, health, a keep-alive connection's later requests)
 Lifespan, TLS (``--certfile``), graceful shutdown and the log lines are Hypercorn's.
 
 This uses Hypercorn's trio ``TCPServer``, ``Lifespan`` and ``WorkerContext`` the way
-its own ``worker_serve`` does (Hypercorn 0.17-0.18).
+its own ``worker_serve`` does (Hypercorn 0.18; pinned in pyproject.toml).
 """
 
 from __future__ import annotations

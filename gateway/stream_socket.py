@@ -174,6 +174,8 @@ class StreamSocket:
     async def receive(self) -> str:
         ready = self._ready
         while not ready:
+            if self.error is not None:
+                raise TwilioProtocolError(f"WebSocket: {self.error.detail}", field=None)
             if self.disconnected:
                 raise trio.EndOfChannel
             await self._fill()
@@ -199,9 +201,9 @@ class StreamSocket:
             return
         try:
             messages = self._reader.receive_data(data)
-        except WebSocketError as exc:
+        except WebSocketError as exc:  # what came before it still counts; then the error
             self.error, self.disconnected = exc, True
-            raise TwilioProtocolError(f"WebSocket: {exc.detail}", field=None) from None
+            messages = exc.messages
         for message in messages:
             kind = type(message)
             if kind is str or kind is bytes:
@@ -217,10 +219,7 @@ class StreamSocket:
     async def wait_for_close(self) -> None:
         """After our close frame: read until the peer's close frame or the end."""
         while not self.disconnected:
-            try:
-                await self._fill()
-            except TwilioProtocolError:
-                return
+            await self._fill()
             self._ready.clear()
 
 

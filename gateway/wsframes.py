@@ -45,15 +45,6 @@ _STATUS_TEXT = {101: "Switching Protocols", 400: "Bad Request", 403: "Forbidden"
                 503: "Service Unavailable"}
 
 
-class WebSocketError(Exception):
-    """The peer broke the WebSocket protocol or a limit; ``close_code`` says how to close."""
-
-    def __init__(self, detail: str, close_code: int) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.close_code = close_code
-
-
 @attrs.frozen
 class Ping:
     payload: bytes
@@ -73,6 +64,17 @@ class CloseReceived:
 
 
 Message = str | bytes | Ping | Pong | CloseReceived
+
+
+class WebSocketError(Exception):
+    """The peer broke the WebSocket protocol or a limit; ``close_code`` says how to close.
+    ``messages``: the messages that were complete before the violation, in order."""
+
+    def __init__(self, detail: str, close_code: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.close_code = close_code
+        self.messages: list[Message] = []
 
 
 def unmask(data: bytes | bytearray, key: bytes | bytearray) -> bytes:
@@ -117,10 +119,18 @@ class ServerFrameReader:
 
     def receive_data(self, data: bytes) -> list[Message]:
         """Parse what arrived; returns the messages it completed (possibly none).
-        Raises ``WebSocketError``; after that the reader must not be used again."""
+        Raises ``WebSocketError`` (with the messages before the violation); after that
+        the reader must not be used again."""
+        out: list[Message] = []
+        try:
+            return self._parse(data, out)
+        except WebSocketError as exc:
+            exc.messages = out
+            raise
+
+    def _parse(self, data: bytes, out: list[Message]) -> list[Message]:
         buffer = self._buffer
         buffer += data
-        out: list[Message] = []
         pos, end = 0, len(buffer)
         limit = self.max_message_bytes
         while end - pos >= 2:

@@ -38,7 +38,9 @@ class WebSocketSession:
     """``SttSession`` over a WebSocket.  ``send_audio`` raises
     ``ProviderStalledError`` when the provider has not taken a message within
     ``send_timeout`` seconds (a peer that stopped reading), and
-    ``ProviderConnectionError`` once the socket is gone."""
+    ``ProviderConnectionError`` once the socket is gone.  A caller whose own deadline
+    ends sooner (SttSender's ``send_timeout``) is the one that reports the stall: the
+    session then opens no cancel scope of its own."""
 
     def __init__(self, provider: str, codec: SttCodec, ws: trio_websocket.WebSocketConnection,
                  send_timeout: float = SEND_TIMEOUT) -> None:
@@ -70,21 +72,42 @@ class WebSocketSession:
         await self._flush()
 
     async def _flush(self) -> None:
-        async with self._send_lock:
-            for message in self.codec.data_to_send():
+        # Cheap on the path taken ten times a second per call: the lock is taken without
+        # a trip through the scheduler when it is free (the receive side flushing a codec
+        # reply is the only contender), and no cancel scope of our own is opened when the
+        # caller's deadline ends no later than ours would (SttSender bounds every session
+        # operation with its send_timeout: two deadlines would mean the same thing).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            messages = self.codec.data_to_send()
+            if not messages:
+                return
+            timeout = self._send_timeout
+            bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
+            for message in messages:
                 if self._closed is not None:
                     raise error_for_close_code(self.provider, self._closed.code, self._closed.reason)
                 try:
-                    with trio.fail_after(self._send_timeout):
+                    if bounded:
                         await self._ws.send_message(message)
+                    else:
+                        with trio.fail_after(timeout):
+                            await self._ws.send_message(message)
                 except trio.TooSlowError:
                     raise ProviderStalledError(
-                        self.provider, f"provider did not take audio for {self._send_timeout:g} s") from None
+                        self.provider, f"provider did not take audio for {timeout:g} s") from None
                 except trio_websocket.ConnectionClosed as exc:
                     code = exc.reason.code if exc.reason else 1006
                     raise error_for_close_code(self.provider, code, (exc.reason.reason or "") if exc.reason else "") from None
                 self.messages_sent += 1
                 self.bytes_sent += len(message)
+        finally:
+            lock.release()
 
     async def receive(self) -> ProviderEvent:
         while not self._events:

@@ -132,7 +132,7 @@ class Gateway:
                 return refused
             if not gateway.registry.ready:
                 log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
-                            "draining" if gateway.registry.draining else "full")
+                            gateway.registry.why_not_ready())
                 return Response(reject_twiml("busy"), content_type="text/xml")
             params = {name: form[name] for name in TWIML_PARAMETERS if form.get(name)}
             url = gateway.stream_url(request.scope)
@@ -164,7 +164,7 @@ class Gateway:
             registry = gateway.registry
             if registry.ready:
                 return Response("ready\n", content_type="text/plain")
-            why = "draining" if registry.draining else f"full ({len(registry.calls)}/{registry.max_calls} calls)"
+            why = registry.why_not_ready()
             return Response(f"not ready: {why}\n", status=503, content_type="text/plain")
 
         return app

@@ -36,13 +36,15 @@ class CallRecord:
 
 
 class CallRegistry:
-    """Counts admitted streams.  ``admit`` refuses past ``max_calls`` or while
-    draining; ``drain`` stops reading from every call (they end with reason
-    ``shutdown`` after their final flush) and waits up to ``grace`` seconds."""
+    """Counts admitted streams.  ``admit`` refuses past ``max_calls``, while draining
+    and while ``overloaded`` (set by ``gateway.overload.LoopLagGuard``); ``drain`` stops
+    reading from every call (they end with reason ``shutdown`` after their final flush)
+    and waits up to ``grace`` seconds."""
 
     def __init__(self, max_calls: int | None = None) -> None:
         self.max_calls = max_calls
         self.draining = False
+        self.overloaded = False
         self.calls: dict[int, CallRecord] = {}
         self._ids = itertools.count(1)
         self._idle = trio.Event()
@@ -56,7 +58,17 @@ class CallRegistry:
 
     @property
     def ready(self) -> bool:
-        return not self.draining and not self.full
+        return not self.draining and not self.full and not self.overloaded
+
+    def why_not_ready(self) -> str:
+        """Why ``admit`` refuses, for log lines and answers ("" when ready)."""
+        if self.draining:
+            return "draining"
+        if self.full:
+            return f"full ({len(self.calls)}/{self.max_calls} calls)"
+        if self.overloaded:
+            return f"overloaded ({len(self.calls)} calls; the event loop runs late)"
+        return ""
 
     def admit(self, provider: str) -> CallRecord | None:
         if not self.ready:

@@ -93,7 +93,7 @@ class TwilioStreamEndpoint:
 
     Before the upgrade: ``authorize(scope)`` (the signature check) returns a refusal
     reason for the log, or None; a refused upgrade is answered 403.  Then admission: a
-    gateway that is full or draining answers 503.  Both are one log line each, and both
+    gateway that is full, draining or overloaded answers 503.  Both are one log line each, and both
     happen before any ``await``, so concurrent upgrades can never be admitted past
     ``max_calls``.
     """
@@ -124,7 +124,7 @@ class TwilioStreamEndpoint:
         # No checkpoint between authorize and admit: admission is atomic under trio.
         record = self.registry.admit(self.provider.name)
         if record is None:
-            why = "draining" if self.registry.draining else f"full ({self.registry.max_calls} calls)"
+            why = self.registry.why_not_ready()
             log.warning("refused a media stream from %s: gateway %s", peer_label(scope), why)
             await door.deny(503, f"gateway {why}\n")
             return

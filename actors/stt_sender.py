@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -61,35 +62,59 @@ class SttSender:
         self._on_sent = on_sent
         self._convert = convert
         self._flush = flush
+        self._timing: str | None = None  # what the timer of run() is timing: None = the wait for audio
 
     async def run(self, session: SttSession, audio_receive: AudioSource) -> None:
+        held: AudioBatch | None = None  # received as the timer went off, not sent yet
         while True:
-            if self._keepalive_interval is None:
+            with trio.CancelScope() as timer:
+                first, held = held, None
                 try:
-                    batch = await audio_receive.receive()
+                    held = await self._stream(session, audio_receive, timer, first)
                 except trio.EndOfChannel:
                     break
-            else:
-                with trio.move_on_after(self._keepalive_interval) as idle:
-                    try:
-                        batch = await audio_receive.receive()
-                    except trio.EndOfChannel:
-                        break
-                if idle.cancelled_caught:
-                    await self._bounded("a keepalive", session.keepalive)
-                    continue
+            if not timer.cancelled_caught:
+                continue  # it went off just as an operation completed: nothing lost, a fresh timer
+            if self._timing is not None:
+                raise self._stalled(self._timing)
+            await self._bounded("a keepalive", session.keepalive)
+        if self._flush is not None and (tail := self._flush()):
+            await self._bounded("audio", session.send_audio, tail)
+        await self._bounded("the end of the audio", session.finalize)
+
+    async def _stream(self, session: SttSession, audio_receive: AudioSource, timer: trio.CancelScope,
+                      batch: AudioBatch | None) -> AudioBatch | None:
+        """Receive and send batches until ``timer`` goes off.  One scope serves every
+        batch, its deadline moved from operation to operation: the keepalive interval
+        while waiting for audio, ``send_timeout`` while the session takes it (a scope
+        per wait cost more than the rest of this loop).  ``self._timing`` says which
+        was running.  A scope that went off stays cancelled, so when it goes off just as
+        an operation completed this returns, with the batch received but not sent yet."""
+        keepalive, send_timeout = self._keepalive_interval, self._send_timeout
+        timed = keepalive is not None or send_timeout is not None
+        while True:
+            if batch is None:
+                self._timing = None
+                if timed:
+                    timer.deadline = trio.current_time() + keepalive if keepalive is not None else math.inf
+                batch = await audio_receive.receive()
+                if timer.cancel_called:
+                    return batch
             payload = self._convert(batch.payload) if self._convert is not None else batch.payload
             if self._on_sending is not None:
                 self._on_sending(batch)
             if payload:
-                await self._bounded("audio", session.send_audio, payload)
+                self._timing = "audio"
+                if timed:
+                    timer.deadline = trio.current_time() + send_timeout if send_timeout is not None else math.inf
+                await session.send_audio(payload)
             if self._on_sent is not None:
                 self._on_sent(batch)
             else:
                 self._stats.forward(batch)
-        if self._flush is not None and (tail := self._flush()):
-            await self._bounded("audio", session.send_audio, tail)
-        await self._bounded("the end of the audio", session.finalize)
+            batch = None
+            if timer.cancel_called:
+                return None
 
     async def _bounded(self, what: str, operation: Callable[..., Awaitable[None]], *args: bytes) -> None:
         if self._send_timeout is None:
@@ -99,5 +124,7 @@ class SttSender:
             with trio.fail_after(self._send_timeout):
                 await operation(*args)
         except trio.TooSlowError:
-            raise ProviderStalledError(
-                self._provider, f"provider did not take {what} for {self._send_timeout:g} s") from None
+            raise self._stalled(what) from None
+
+    def _stalled(self, what: str) -> ProviderStalledError:
+        return ProviderStalledError(self._provider, f"provider did not take {what} for {self._send_timeout:g} s")

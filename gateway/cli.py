@@ -67,8 +67,8 @@ def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
     parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
-    parser.add_argument("--max-loop-lag", dest="max_loop_lag",
-                        help="refuse new calls while the event loop runs this many seconds late (0.5; 0: never)")
+    parser.add_argument("--max-lag", dest="max_lag",
+                        help="refuse new calls while the median call is this many seconds behind real time (2; 0: never)")
     parser.add_argument("--public-url", dest="public_url", help="https://public.host the gateway is reached at")
     parser.add_argument("--batch-ms", dest="batch_ms", help="audio batch towards the provider (100)")
     parser.add_argument("--drain-timeout", dest="drain_timeout", help="seconds to wait for the final transcript (2)")

@@ -33,7 +33,7 @@ MAX_CUSTOM_PARAMETERS = 64
 MAX_CUSTOM_PARAMETER_CHARS = 1000
 MAX_CALL_DURATION = 4 * 3600.0
 MEDIA_IDLE_TIMEOUT = 30.0
-MAX_LOOP_LAG = 0.5  # seconds; see gateway/overload.py
+MAX_LAG = 2.0  # seconds; see gateway/overload.py
 
 
 class ConfigError(Exception):
@@ -82,8 +82,8 @@ class Settings:
     max_custom_parameter_chars: int = MAX_CUSTOM_PARAMETER_CHARS
     max_call_duration: float = MAX_CALL_DURATION
     media_idle_timeout: float = MEDIA_IDLE_TIMEOUT
-    #: seconds the event loop may run late before new calls are refused; None: never
-    max_loop_lag: float | None = MAX_LOOP_LAG
+    #: seconds the median live call may fall behind before new calls are refused; None: never
+    max_lag: float | None = MAX_LAG
     certfile: str | None = None
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
@@ -136,7 +136,7 @@ class Settings:
         def seconds(name: str, default: float) -> float:
             return _positive_float(f"--{name.replace('_', '-')}", pick(name), default)
 
-        raw_lag = pick("max_loop_lag")
+        raw_lag = pick("max_lag")
         off = raw_lag is not None and str(raw_lag).strip() in ("0", "0.0", "off")
         return cls(
             host=str(pick("host") or "127.0.0.1"),
@@ -155,7 +155,7 @@ class Settings:
             max_custom_parameter_chars=limit("max_custom_parameter_chars", MAX_CUSTOM_PARAMETER_CHARS),
             max_call_duration=seconds("max_call_duration", MAX_CALL_DURATION),
             media_idle_timeout=seconds("media_idle_timeout", MEDIA_IDLE_TIMEOUT),
-            max_loop_lag=None if off else seconds("max_loop_lag", MAX_LOOP_LAG),
+            max_lag=None if off else seconds("max_lag", MAX_LAG),
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,

@@ -6,6 +6,7 @@ Bad configuration exits with status 2 and one line on stderr saying what to fix.
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import os
@@ -159,6 +160,10 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
                 gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
                 binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled))
+                # Everything loaded so far lives as long as the process: keep it out of
+                # the collector's full passes, which otherwise re-scan it under load.
+                gc.collect()
+                gc.freeze()
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s", ", ".join(binds),
                          provider.name, ",".join(settings.sinks),
                          "required" if settings.twilio_auth_token else "NOT checked")

@@ -189,6 +189,8 @@ class Edge:
                 await TCPServer(self.app, self.config, self.context, state, _ReplayedStream(trio_stream, head)).run()
                 return
             await self._serve_stream(transport, upgrade, head[end:], tls=ssl_context is not None)
+        except Exception:  # a bug must cost this connection only, never the process and its calls
+            log.exception("a connection failed")
         finally:
             await transport.aclose()
 

@@ -415,3 +415,29 @@ async def test_a_stream_that_goes_quiet_short_of_the_mark_is_still_read() -> Non
             await source.receive()
     assert client.recv(100) == b"\x88\x02\x03\xe8"  # answered with a close frame of its own
     client.close(), server.close()
+
+
+async def test_a_failing_connection_costs_only_itself(caplog) -> None:
+    """A bug on one stream's path ends that connection; the server and its calls go on."""
+    provider, sink = ScriptedProvider(), ListSink()
+    messages = script(1, 600)
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(provider, [sink]) as gw:
+            endpoint = gw.gateway.stream_endpoint
+            serve = endpoint.serve
+
+            async def broken_once(scope, door):
+                endpoint.serve = serve
+                raise RuntimeError("a bug")
+
+            endpoint.serve = broken_once
+            broken, _ = await RawClient.connect(gw.http_url)
+            assert await broken.frames() == []  # closed, no answer
+            client, response = await RawClient.connect(gw.http_url)
+            assert response.startswith(b"HTTP/1.1 101 ")
+            for message in messages:
+                await client.send(text(message))
+            assert (await client.frames())[-1] == (0x8, (1000).to_bytes(2, "big"))
+            await gw.idle()
+    assert "a connection failed" in caplog.text and "RuntimeError: a bug" in caplog.text
+    assert sink.events[-1]["reason"] == "stop"

@@ -13,6 +13,12 @@ the rest.  It is bounded by ``capacity_ms``: past it the oldest audio goes, sent
 first (it reached a provider; only a later replay loses it), then unsent audio (counted:
 it never reaches a provider).
 
+Memory: held audio is what a call costs beyond its fixed tasks and channels (30 s of
+8 kHz mu-law is 234 KiB), so the queues keep one object per batch, its payload bytes as
+they came (no copy), and the call-clock span of every batch in one ``array`` of machine
+ints (``_BatchQueue``) instead of an ``AudioBatch`` and its ints per 100 ms; the
+``AudioBatch`` a session gets is made when it asks for it (``bench/call_memory.py``).
+
 ``SessionClock`` maps one session's audio clock (ms since its first byte) onto the
 call's, through the gaps an overflow leaves.
 """
@@ -20,8 +26,10 @@ call's, through the gaps an overflow leaves.
 from __future__ import annotations
 
 import logging
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Iterable, Iterator
 
 import trio
 
@@ -51,9 +59,9 @@ class ReplayBuffer:
         self.peak_ms = 0
         self._stats = stats
         self._label = label
-        self._sent: deque[AudioBatch] = deque()
+        self._sent = _BatchQueue()
         self._in_flight: AudioBatch | None = None
-        self._unsent: deque[AudioBatch] = deque()
+        self._unsent = _BatchQueue()
         self._ms = 0  # everything held: sent + in flight + unsent
         self._unsent_ms = 0
         self._input_ended = False
@@ -205,6 +213,86 @@ class ReplayBuffer:
         if self._changed.is_set():
             self._changed = trio.Event()
         await self._changed.wait()
+
+
+class _BatchQueue:
+    """A FIFO of ``AudioBatch``es, the part of ``deque`` the buffer uses, stored compactly:
+    the payloads (each kept as it came: no copy) in a deque, ``start_ms``/``duration_ms``
+    of every batch in one flat ``array('q')``.  An ``AudioBatch`` is rebuilt on the way out
+    (``popleft``, ``[i]``, iteration).  Per batch held: the payload object and 24 bytes,
+    instead of the payload, an ``AudioBatch`` (64 bytes) and an ``int`` (32)."""
+
+    __slots__ = ("_payloads", "_spans", "_first")
+
+    _COMPACT = 64  # spans popped from the front before they are deleted (amortised O(1))
+
+    def __init__(self, batches: Iterable[AudioBatch] = ()) -> None:
+        self._payloads: deque[bytes] = deque()
+        self._spans = array("q")  # start_ms, duration_ms of each batch; the first _first popped
+        self._first = 0
+        for batch in batches:
+            self.append(batch)
+
+    def __len__(self) -> int:
+        return len(self._payloads)
+
+    def __bool__(self) -> bool:
+        return bool(self._payloads)
+
+    def __getitem__(self, index: int) -> AudioBatch:
+        if index < 0:
+            index += len(self._payloads)
+        payload = self._payloads[index]  # raises IndexError like a deque
+        at = 2 * (self._first + index)
+        return AudioBatch(self._spans[at], self._spans[at + 1], payload)
+
+    def __iter__(self) -> Iterator[AudioBatch]:
+        spans, at = self._spans, 2 * self._first
+        for i, payload in enumerate(self._payloads):
+            yield AudioBatch(spans[at + 2 * i], spans[at + 2 * i + 1], payload)
+
+    def append(self, batch: AudioBatch) -> None:
+        self._payloads.append(batch.payload)
+        self._spans.append(batch.start_ms)
+        self._spans.append(batch.duration_ms)
+
+    def appendleft(self, batch: AudioBatch) -> None:
+        self._payloads.appendleft(batch.payload)
+        if self._first:
+            self._first -= 1
+            self._spans[2 * self._first] = batch.start_ms
+            self._spans[2 * self._first + 1] = batch.duration_ms
+        else:
+            self._spans[0:0] = array("q", (batch.start_ms, batch.duration_ms))
+
+    def extendleft(self, batches: Iterable[AudioBatch]) -> None:
+        """Like ``deque.extendleft``: each batch goes in front, so the order reverses."""
+        front = list(batches)
+        front.reverse()
+        if not front:
+            return
+        rest = list(self)
+        self.clear()
+        for batch in front + rest:
+            self.append(batch)
+
+    def popleft(self) -> AudioBatch:
+        payload = self._payloads.popleft()  # raises IndexError like a deque
+        spans, at = self._spans, 2 * self._first
+        batch = AudioBatch(spans[at], spans[at + 1], payload)
+        if self._payloads:
+            self._first += 1
+            if self._first >= self._COMPACT:
+                del spans[: 2 * self._first]
+                self._first = 0
+        else:
+            self.clear()
+        return batch
+
+    def clear(self) -> None:
+        self._payloads.clear()
+        del self._spans[:]
+        self._first = 0
 
 
 class SessionClock:

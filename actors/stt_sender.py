@@ -19,7 +19,8 @@ __all__ = ["SttSender", "AudioSource"]
 
 class AudioSource(Protocol):
     """Where a sender takes audio from: a memory channel, or a ``ReplayBuffer`` feed.
-    ``receive`` raises ``trio.EndOfChannel`` when the call's audio is over."""
+    ``receive`` raises ``trio.EndOfChannel`` when the call's audio is over, and must be
+    cancel-safe: the sender's idle timer cancels it."""
 
     async def receive(self) -> AudioBatch: ...
 
@@ -77,7 +78,8 @@ class SttSender:
                 continue  # it went off just as an operation completed: nothing lost, a fresh timer
             if self._timing is not None:
                 raise self._stalled(self._timing)
-            await self._bounded("a keepalive", session.keepalive)
+            if self._keepalive_interval is not None:
+                await self._bounded("a keepalive", session.keepalive)
         if self._flush is not None and (tail := self._flush()):
             await self._bounded("audio", session.send_audio, tail)
         await self._bounded("the end of the audio", session.finalize)
@@ -89,14 +91,18 @@ class SttSender:
         while waiting for audio, ``send_timeout`` while the session takes it (a scope
         per wait cost more than the rest of this loop).  ``self._timing`` says which
         was running.  A scope that went off stays cancelled, so when it goes off just as
-        an operation completed this returns, with the batch received but not sent yet."""
+        an operation completed this returns, with the batch received but not sent yet.
+
+        Without a keepalive the last send's deadline is left armed while waiting for
+        audio (one deadline move per batch, not two): after ``send_timeout`` of silence
+        it goes off, the wait is cancelled (receiving is cancel-safe) and run() takes a
+        fresh timer, with no deadline until the next send."""
         keepalive, send_timeout = self._keepalive_interval, self._send_timeout
-        timed = keepalive is not None or send_timeout is not None
         while True:
             if batch is None:
                 self._timing = None
-                if timed:
-                    timer.deadline = trio.current_time() + keepalive if keepalive is not None else math.inf
+                if keepalive is not None:
+                    timer.deadline = trio.current_time() + keepalive
                 batch = await audio_receive.receive()
                 if timer.cancel_called:
                     return batch
@@ -105,8 +111,10 @@ class SttSender:
                 self._on_sending(batch)
             if payload:
                 self._timing = "audio"
-                if timed:
-                    timer.deadline = trio.current_time() + send_timeout if send_timeout is not None else math.inf
+                if send_timeout is not None:
+                    timer.deadline = trio.current_time() + send_timeout
+                elif keepalive is not None:
+                    timer.deadline = math.inf
                 await session.send_audio(payload)
             if self._on_sent is not None:
                 self._on_sent(batch)

@@ -74,6 +74,16 @@ async def test_stt_sender_audio_defers_the_keepalive(autojump_clock):
     assert session.keepalives == pytest.approx([2.2])
 
 
+async def test_stt_sender_without_keepalive_waits_through_silence_longer_than_its_send_timeout(autojump_clock):
+    """Silence is not a stall, however long: no error, nothing sent, the next batch goes out."""
+    stats, session = CallStats(), RecordingSession()
+    script = [(0.0, batch(0)), (12.0, batch(1)), (12.1, batch(2))]
+    await run_sender(SttSender(stats, None, send_timeout=4.0), session, script, end=30.0)
+    assert [t for t, _ in session.sent] == pytest.approx([0.0, 12.0, 12.1])
+    assert session.keepalives == [] and session.finalized == pytest.approx([30.0])
+    assert stats.forwarded_ms == 300
+
+
 async def test_stt_sender_counts_each_batch_once_it_was_taken(autojump_clock):
     stats, session = CallStats(), RecordingSession()
     script = [(0.1 * k, batch(k)) for k in range(5)]

@@ -171,7 +171,23 @@ def stack_cases() -> dict[str, Callable[[int], None]]:
         for _ in range(n):
             conn.send(TextMessage(data=provider_text))
 
+    from gateway.wsframes import ServerFrameReader
+
+    def ours_parse(n: int) -> None:
+        reader = ServerFrameReader(65_536)
+        for _ in range(n):
+            reader.receive_data(frame)
+
+    five = frame * 5
+
+    def ours_parse_batch(n: int) -> None:  # what one SO_RCVLOWAT wake-up hands over
+        reader = ServerFrameReader(65_536)
+        for _ in range(n // 5):
+            reader.receive_data(five)
+
     return {"stack: wsproto parse of one masked media frame (server)": wsproto_parse,
+            "ours: ServerFrameReader parse of one masked media frame": ours_parse,
+            "ours: the same, per frame, 5 frames per read": ours_parse_batch,
             "stack: wsproto serialize of one 100 ms provider message (client)": wsproto_send}
 
 

@@ -7,7 +7,7 @@ N calls run through the real ``actors.call.run_call`` with the offline ``scripte
 provider (one per call, ``record=False`` like a served gateway), each fed from a memory
 channel of Twilio JSON messages built with the ``providers.twilio`` encoders at Twilio's
 pace (one ``media`` per 20 ms), under ``trio.testing.MockClock(autojump_threshold=0)``:
-no sockets, no wall clock, the same figures on every run.  Call starts are staggered
+no sockets, no wall clock, the same run every time.  Call starts are staggered
 (spread over ``--stagger-s``) so the calls are at different points of their commit
 cycle, as on a real gateway.
 

@@ -85,7 +85,8 @@ class WebSocketSession:
             await lock.acquire()
         try:
             messages = self.codec.data_to_send()
-            if not messages:
+            if not messages:  # the codec holds the audio back: still a checkpoint, so that a
+                await trio.lowlevel.checkpoint()  # replay loop lets the reply it waits for in
                 return
             timeout = self._send_timeout
             bounded = trio.current_effective_deadline() <= trio.current_time() + timeout

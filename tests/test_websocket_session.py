@@ -148,3 +148,19 @@ async def test_uncontended_sends_go_out_in_order(autojump_clock):
         await trio.testing.wait_all_tasks_blocked()
         assert server.received == ["a.1", "a.2", "b.1", "b.2", "c.1", "c.2"]
         assert (session.messages_sent, session.bytes_sent) == (6, 18)
+
+
+class HoldingCodec(EchoCodec):
+    """Holds all audio back (as Mistral's and OpenAI's do before ``session.updated``)."""
+
+    def data_to_send(self) -> list[str | bytes]:
+        return []
+
+
+async def test_a_send_the_codec_holds_back_is_still_a_checkpoint(autojump_clock):
+    """Else a sender replaying a backlog would never let the receive side run."""
+    async with open_session(HoldingCodec()) as (session, _):
+        with trio.testing.assert_checkpoints():
+            await session.send_audio(b"a")
+        with trio.testing.assert_checkpoints():
+            await session.send_audio(b"b")

@@ -129,45 +129,44 @@ class TwilioReader:
     ) -> None:
         """``_read_media`` until it returns, or until the call reaches ``call_deadline``
         or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``"limit"``).
-        A watchdog task does the timing, so reading pays one clock read per media."""
-        self._last_media_at = trio.current_time()
-        exceeded: list[str] = []
-        async with trio.open_nursery() as nursery:
-            reading = trio.CancelScope()
-            nursery.start_soon(self._watch_limits, reading, call_deadline, exceeded)
-            with reading:
-                await self._read_media(source, mulaw_send, events_send)
-            nursery.cancel_scope.cancel()
-        if reading.cancelled_caught:
-            self.ended_by, self.limit_exceeded = "limit", exceeded[0]
-            self._flush_parts(mulaw_send)
 
-    async def _watch_limits(self, reading: trio.CancelScope, call_deadline: float, exceeded: list[str]) -> None:
+        One cancel scope does the timing: reading records the clock per media and moves
+        the scope's deadline once per batch; when it fires early because media came
+        after the last move, reading resumes under the exact deadline (a receive is
+        cancel-safe, and ``_read_media`` keeps its state in ``self``)."""
         idle = self._config.media_idle_timeout
+        self._last_media_at = trio.current_time()
         while True:
-            await trio.sleep_until(min(call_deadline, self._last_media_at + idle))
+            with trio.CancelScope(deadline=min(call_deadline, self._last_media_at + idle)) as limits:
+                await self._read_media(source, mulaw_send, events_send, limits, call_deadline)
+                return
             now = trio.current_time()
             if now >= call_deadline:
-                exceeded.append(f"the call reached max_call_duration ({self._config.max_call_duration:g} s)")
-                break
-            if now >= self._last_media_at + idle:
-                exceeded.append(f"no media from Twilio for {idle:g} s (media_idle_timeout)")
-                break
-        reading.cancel()
+                exceeded = f"the call reached max_call_duration ({self._config.max_call_duration:g} s)"
+            elif now >= self._last_media_at + idle:
+                exceeded = f"no media from Twilio for {idle:g} s (media_idle_timeout)"
+            else:
+                continue
+            self.ended_by, self.limit_exceeded = "limit", exceeded
+            self._flush_parts(mulaw_send)
+            return
 
     async def _read_media(
         self,
         source: TextSource,
         mulaw_send: trio.MemorySendChannel[AudioBatch],
         events_send: trio.MemorySendChannel[CallEvent],
+        limits: trio.CancelScope,
+        call_deadline: float,
     ) -> None:
         stats = self._stats
         batch_bytes = self._batch_bytes
+        idle = self._config.media_idle_timeout
         receive = source.receive
         decode = self.decoder.receive
         current_time = trio.current_time
         parts = self._parts
-        part_bytes = 0
+        part_bytes = sum(map(len, parts))  # resumed after an early limits deadline
         # A BatchingTextSource may wait for the rest of a batch in one wake-up.
         expect = getattr(source, "expect", None)
         batch_frames = max(1, batch_bytes // MULAW_BYTES_PER_FRAME)
@@ -192,12 +191,15 @@ class TwilioReader:
                 if part_bytes >= batch_bytes:
                     self._flush_parts(mulaw_send)
                     part_bytes = 0
+                    limits.deadline = min(call_deadline, self._last_media_at + idle)
                     if expect is not None:
                         expect(batch_frames)
             elif type(event) is Stop:
                 self.ended_by = "stop"
                 break
             elif type(event) is Dtmf:
+                # exact deadline first: an early one must never cancel this send
+                limits.deadline = min(call_deadline, self._last_media_at + idle)
                 await events_send.send(DtmfPressed(event.digit, stats.audio_ms))
         self._flush_parts(mulaw_send)
 

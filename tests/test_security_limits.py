@@ -13,8 +13,8 @@ from gateway.app import Gateway
 from gateway.config import ConfigError, Settings
 from gateway.serve import hypercorn_config
 from providers.scripted import ScriptedProvider
-from providers.twilio import TwilioLimits, encode_dtmf
-from tests.helpers import ListSink, call_ids, tone, twilio_script
+from providers.twilio import TwilioLimits, encode_dtmf, encode_media_event, encode_stop
+from tests.helpers import ACCOUNT_SID, ListSink, call_ids, tone, twilio_script
 
 IDLE = 30.0
 
@@ -100,6 +100,23 @@ async def test_steady_media_is_never_idle(autojump_clock):
     outcome, provider, *_ = await _run_silent_after(twilio_script(audio), CallConfig(media_idle_timeout=0.5))
     assert outcome.reason == "stop"
     assert bytes(provider.sessions[0].received) == audio
+
+
+async def test_media_that_fills_a_batch_slowly_is_never_taken_for_idle(autojump_clock):
+    """1 ms payloads take 2 s to fill a 100 ms batch, longer than a 0.5 s idle timeout:
+    the reader's per-batch deadline fires early and reading resumes, losing nothing."""
+    audio = tone(150)  # 150 media of 8 bytes, one per 20 ms: 3 s on the wire
+    script = [(message, True) if is_media else (message, False) for message, is_media in twilio_script(b"")]
+    call_sid, stream_sid = call_ids(1)
+    frames = [(encode_media_event(stream_sid=stream_sid, sequence_number=2 + i, chunk=1 + i, timestamp=i,
+                                  payload=audio[8 * i:8 * i + 8]), True) for i in range(150)]
+    stop = (encode_stop(stream_sid=stream_sid, sequence_number=152, account_sid=ACCOUNT_SID, call_sid=call_sid),
+            False)
+    outcome, provider, sink, *_ = await _run_silent_after(iter([*script[:2], *frames, stop]),
+                                                          CallConfig(media_idle_timeout=0.5))
+    assert outcome.reason == "stop"
+    assert bytes(provider.sessions[0].received) == audio
+    assert sink.events[-1]["forwarded_ms"] == 150
 
 
 # ------------------------------------------------------------------------ configuration

@@ -14,10 +14,17 @@ from .ports import Sink
 __all__ = ["TranscriptEmitter", "utc_timestamp"]
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def utc_timestamp() -> str:
-    """``2026-11-25T17:00:00.123Z``"""
+    """``2026-11-25T17:00:00.123Z`` (wall-clock time for consumers, never for timing).
+    ``strftime`` runs once per second, not once per event."""
     now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    whole = now.replace(microsecond=0)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, whole.strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_second[1]}{now.microsecond // 1000:03d}Z"
 
 
 class TranscriptEmitter:

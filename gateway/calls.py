@@ -37,7 +37,7 @@ class CallRecord:
 
 class CallRegistry:
     """Counts admitted streams.  ``admit`` refuses past ``max_calls``, while draining
-    and while ``overloaded`` (set by ``gateway.overload.LagGuard``); ``drain`` stops
+    and while ``overloaded`` (set by ``gateway.overload.OverloadGuard``); ``drain`` stops
     reading from every call (they end with reason ``shutdown`` after their final flush)
     and waits up to ``grace`` seconds."""
 
@@ -67,7 +67,7 @@ class CallRegistry:
         if self.full:
             return f"full ({len(self.calls)}/{self.max_calls} calls)"
         if self.overloaded:
-            return f"overloaded ({len(self.calls)} calls falling behind real time)"
+            return f"overloaded ({len(self.calls)} calls; at the end of its CPU)"
         return ""
 
     def admit(self, provider: str) -> CallRecord | None:

@@ -33,7 +33,8 @@ MAX_CUSTOM_PARAMETERS = 64
 MAX_CUSTOM_PARAMETER_CHARS = 1000
 MAX_CALL_DURATION = 4 * 3600.0
 MEDIA_IDLE_TIMEOUT = 30.0
-MAX_LAG = 2.0  # seconds; see gateway/overload.py
+MAX_LAG = 1.0  # seconds; see gateway/overload.py
+MAX_BUSY = 0.9  # of one core; see gateway/overload.py
 
 
 class ConfigError(Exception):
@@ -64,6 +65,21 @@ def _positive_float(name: str, raw: str | float | None, default: float) -> float
     return value
 
 
+def _share(name: str, raw: str | float | None, default: float) -> float | None:
+    """A share of one core in (0, 1]; 0 or off: no limit."""
+    if raw is None or str(raw).strip() == "":
+        return default
+    if str(raw).strip() in ("0", "0.0", "off"):
+        return None
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigError(f"{name} must be a share of one core between 0 and 1, not {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be a share of one core between 0 and 1, not {raw!r}")
+    return value
+
+
 @attrs.frozen
 class Settings:
     host: str = "127.0.0.1"
@@ -84,6 +100,8 @@ class Settings:
     media_idle_timeout: float = MEDIA_IDLE_TIMEOUT
     #: seconds the median live call may fall behind before new calls are refused; None: never
     max_lag: float | None = MAX_LAG
+    #: share of a core the event loop may use before new calls are refused; None: no limit
+    max_busy: float | None = MAX_BUSY
     certfile: str | None = None
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
@@ -138,6 +156,7 @@ class Settings:
 
         raw_lag = pick("max_lag")
         off = raw_lag is not None and str(raw_lag).strip() in ("0", "0.0", "off")
+        max_busy = _share("--max-busy", pick("max_busy"), MAX_BUSY)
         return cls(
             host=str(pick("host") or "127.0.0.1"),
             port=port if port is not None else 8080,
@@ -156,6 +175,7 @@ class Settings:
             max_call_duration=seconds("max_call_duration", MAX_CALL_DURATION),
             media_idle_timeout=seconds("media_idle_timeout", MEDIA_IDLE_TIMEOUT),
             max_lag=None if off else seconds("max_lag", MAX_LAG),
+            max_busy=max_busy,
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,

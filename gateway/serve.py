@@ -17,7 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from .app import STREAM_PATH, Gateway
 from .config import ConfigError
 from .edge import serve_edge
-from .overload import LagGuard
+from .overload import OverloadGuard
 
 __all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_config", "SHUTDOWN_GRACE"]
 
@@ -103,7 +103,7 @@ async def serve_gateway(
     config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,
                               certfile=settings.certfile, keyfile=settings.keyfile)
     async with trio.open_nursery() as nursery:
-        if settings.max_lag is not None:
-            nursery.start_soon(LagGuard(gateway.registry, settings.max_lag).run)
+        if settings.max_lag is not None or settings.max_busy is not None:
+            nursery.start_soon(OverloadGuard(gateway.registry, settings.max_lag, settings.max_busy).run)
         await serve_edge(gateway, config, STREAM_PATH, shutdown_trigger=shutdown, task_status=task_status)
         nursery.cancel_scope.cancel()

@@ -12,7 +12,7 @@ from actors.messages import AudioBatch
 from actors.stats import MULAW_BYTES_PER_MS, CallStats
 from gateway.calls import CallRegistry
 from gateway.config import ConfigError, Settings
-from gateway.overload import TICK, LagGuard
+from gateway.overload import TICK, OverloadGuard
 from gateway.simulator import post_voice_webhook, simulate_call
 from gateway.twiml import CallRejected, parse_connect_stream
 from providers.scripted import ScriptedProvider
@@ -40,7 +40,7 @@ def _catch_up(stats_list: list[CallStats], backlog_ms: int) -> None:
 
 async def test_the_guard_sheds_while_the_median_call_is_behind_and_recovers_after(autojump_clock) -> None:
     registry = CallRegistry()
-    guard = LagGuard(registry, max_lag=2.0)
+    guard = OverloadGuard(registry, max_lag=2.0, max_busy=None)
     seen: list[tuple[int, bool, str]] = []
 
     async def look() -> None:
@@ -60,9 +60,34 @@ async def test_the_guard_sheds_while_the_median_call_is_behind_and_recovers_afte
         _catch_up(calls, 900)
         await look()
         nursery.cancel_scope.cancel()
-    assert seen == [(100, True, ""), (2_500, False, "overloaded (3 calls falling behind real time)"),
-                    (1_500, False, "overloaded (3 calls falling behind real time)"), (900, True, "")]
+    assert seen == [(100, True, ""), (2_500, False, "overloaded (3 calls; at the end of its CPU)"),
+                    (1_500, False, "overloaded (3 calls; at the end of its CPU)"), (900, True, "")]
     assert registry.rejected_calls == 1
+
+
+async def test_the_guard_sheds_while_the_loop_thread_is_busy_before_any_call_is_late(autojump_clock) -> None:
+    """The early signal: CPU time of the loop's thread per second of (virtual) time."""
+    registry = CallRegistry()
+    cpu = [0.0]
+    guard = OverloadGuard(registry, max_lag=2.0, max_busy=0.9, cpu_time=lambda: cpu[0])
+    seen: list[tuple[float, bool]] = []
+
+    async def spend(share: float, looks: int = 1) -> None:
+        for _ in range(looks):
+            cpu[0] += share * TICK
+            await trio.sleep(TICK)
+            seen.append((round(guard.busy, 2), registry.ready))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard.run)
+        await trio.sleep(TICK / 2)
+        _calls(registry, [0, 0, 0])  # nobody behind
+        await spend(0.5)
+        await spend(0.95)  # at the end of the core
+        await spend(0.85)  # under the bound, not under the margin: still refusing
+        await spend(0.7)
+        nursery.cancel_scope.cancel()
+    assert seen == [(0.5, True), (0.95, False), (0.85, False), (0.7, True)]
 
 
 async def test_an_overloaded_gateway_rejects_new_calls_and_finishes_the_live_one() -> None:
@@ -93,11 +118,20 @@ async def test_an_overloaded_gateway_rejects_new_calls_and_finishes_the_live_one
     assert (ended["reason"], ended["forwarded_ms"], ended["dropped_ms"]) == ("stop", 3000, 0)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(None, 2.0), ("5", 5.0), ("0", None), ("off", None)])
-def test_max_lag_setting(raw, expected) -> None:
-    assert Settings.from_sources({"max_lag": raw}, {}).max_lag == expected
+@pytest.mark.parametrize(("name", "raw", "expected"), [
+    ("max_lag", None, 1.0), ("max_lag", "5", 5.0), ("max_lag", "0", None), ("max_lag", "off", None),
+    ("max_busy", None, 0.9), ("max_busy", "0.75", 0.75), ("max_busy", "1", 1.0), ("max_busy", "0", None),
+])
+def test_overload_settings(name: str, raw, expected) -> None:
+    assert getattr(Settings.from_sources({name: raw}, {}), name) == expected
+    env = {f"EARPIECE_{name.upper()}": raw} if raw is not None else {}
+    assert getattr(Settings.from_sources({}, env), name) == expected
 
 
-def test_a_bad_max_lag_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigError, match="--max-lag"):
-        Settings.from_sources({"max_lag": "-1"}, {})
+@pytest.mark.parametrize(("name", "raw", "says"), [
+    ("max_lag", "-1", "--max-lag"), ("max_busy", "1.5", "--max-busy must be a share of one core"),
+    ("max_busy", "most", "--max-busy must be a share of one core"),
+])
+def test_bad_overload_settings_are_configuration_errors(name: str, raw: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_sources({name: raw}, {})

@@ -33,8 +33,13 @@ class Resampler:
     ) -> None:
         async with mulaw_receive, audio_send:
             if self.target == MULAW_8K:
+                # The receive is this loop's checkpoint; the send waits only when the
+                # channel is full (backpressure), so a batch costs one task switch here.
                 async for batch in mulaw_receive:
-                    await audio_send.send(batch)
+                    try:
+                        audio_send.send_nowait(batch)
+                    except trio.WouldBlock:
+                        await audio_send.send(batch)
                 return
             if self.target.encoding != "pcm16":
                 raise ValueError(f"cannot convert call audio to {self.target}")

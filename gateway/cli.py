@@ -69,7 +69,7 @@ def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
     parser.add_argument("--max-lag", dest="max_lag",
-                        help="refuse new calls while the median call is this many seconds behind real time (1; 0: never)")
+                        help="also refuse new calls while the median call is this many seconds behind real time (off)")
     parser.add_argument("--max-busy", dest="max_busy",
                         help="refuse new calls while the event loop uses more than this share of a core (0.9; 0: never)")
     parser.add_argument("--public-url", dest="public_url", help="https://public.host the gateway is reached at")

@@ -33,7 +33,6 @@ MAX_CUSTOM_PARAMETERS = 64
 MAX_CUSTOM_PARAMETER_CHARS = 1000
 MAX_CALL_DURATION = 4 * 3600.0
 MEDIA_IDLE_TIMEOUT = 30.0
-MAX_LAG = 1.0  # seconds; see gateway/overload.py
 MAX_BUSY = 0.9  # of one core; see gateway/overload.py
 
 
@@ -99,7 +98,7 @@ class Settings:
     max_call_duration: float = MAX_CALL_DURATION
     media_idle_timeout: float = MEDIA_IDLE_TIMEOUT
     #: seconds the median live call may fall behind before new calls are refused; None: never
-    max_lag: float | None = MAX_LAG
+    max_lag: float | None = None
     #: share of a core the event loop may use before new calls are refused; None: no limit
     max_busy: float | None = MAX_BUSY
     certfile: str | None = None
@@ -174,7 +173,7 @@ class Settings:
             max_custom_parameter_chars=limit("max_custom_parameter_chars", MAX_CUSTOM_PARAMETER_CHARS),
             max_call_duration=seconds("max_call_duration", MAX_CALL_DURATION),
             media_idle_timeout=seconds("media_idle_timeout", MEDIA_IDLE_TIMEOUT),
-            max_lag=None if off else seconds("max_lag", MAX_LAG),
+            max_lag=None if off or raw_lag is None else seconds("max_lag", 1.0),
             max_busy=max_busy,
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,

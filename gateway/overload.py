@@ -8,13 +8,13 @@ later, so twice a second the guard looks at two things:
 * how busy the event loop's thread is (its CPU time over the last look's wall time):
   over ``max_busy`` (0.9 of a core) the gateway is at capacity before any call is late
   — the early signal, so that a burst of new calls is refused in time;
-* each live call's backlog, audio Twilio delivered that no provider session has accepted
-  yet (``audio_ms - forwarded_until_ms``): while the median call is more than
-  ``max_lag`` seconds behind, the gateway is not keeping up, whatever the cause (a core
-  shared with other processes shows here, not in our CPU time).  The median, not the
-  worst call, so that one call's provider reconnect sheds nothing; a vendor-wide
-  outage does (no new call could be transcribed either) until its calls catch up or
-  fail over.
+* with ``--max-lag``, each live call's backlog too: audio Twilio delivered that no
+  provider session has accepted yet (``audio_ms - forwarded_until_ms``).  While the
+  median call is more than ``max_lag`` seconds behind, the gateway is not keeping up,
+  whatever the cause — a core shared with other processes shows here, not in our CPU
+  time — but so does a vendor-wide provider outage, whose calls the replay buffer
+  would carry through: so it is off by default.  The median, not the worst call, so
+  that one call's provider reconnect sheds nothing.
 
 While either holds, the registry is ``overloaded``: the voice webhook answers
 ``<Reject reason="busy"/>``, ``/readyz`` 503 and a stream upgrade 503, exactly as at

@@ -119,7 +119,7 @@ async def test_an_overloaded_gateway_rejects_new_calls_and_finishes_the_live_one
 
 
 @pytest.mark.parametrize(("name", "raw", "expected"), [
-    ("max_lag", None, 1.0), ("max_lag", "5", 5.0), ("max_lag", "0", None), ("max_lag", "off", None),
+    ("max_lag", None, None), ("max_lag", "1", 1.0), ("max_lag", "5", 5.0), ("max_lag", "0", None), ("max_lag", "off", None),
     ("max_busy", None, 0.9), ("max_busy", "0.75", 0.75), ("max_busy", "1", 1.0), ("max_busy", "0", None),
 ])
 def test_overload_settings(name: str, raw, expected) -> None:

@@ -72,8 +72,12 @@ class SocketTransport:
             self._set_lowat(mark)
             with trio.move_on_after(patience):
                 await trio.lowlevel.wait_readable(sock)
-        elif self._lowat != 1:
-            self._set_lowat(1)
+        else:
+            if self._lowat != 1:
+                self._set_lowat(1)
+            # Always through the scheduler, even with bytes waiting: a peer that floods
+            # the socket must not keep this call's reader from yielding to the others.
+            await trio.lowlevel.wait_readable(sock)
         while True:
             try:
                 return sock.recv(RECV_BYTES)

@@ -441,3 +441,33 @@ async def test_a_failing_connection_costs_only_itself(caplog) -> None:
             await gw.idle()
     assert "a connection failed" in caplog.text and "RuntimeError: a bug" in caplog.text
     assert sink.events[-1]["reason"] == "stop"
+
+
+async def test_a_flooded_socket_still_lets_other_tasks_run() -> None:
+    """Twilio's side is read as fast as it comes, but never without yielding: other
+    calls' tasks run while one call's reader works through a backlog."""
+    client, server = await _connected_pair()
+    transport = SocketTransport(server)
+    transport.batching = False  # every read on the path that has no mark to wait for
+    source = StreamSocket(transport, ServerFrameReader(65_536))
+    frames = 2000
+    client.setblocking(True)
+    client.sendall(text(MEDIA) * frames)  # ~800 kB waiting before the first read
+    ticks: list[int] = []
+
+    async def other_call() -> None:
+        while True:
+            ticks.append(received)
+            await trio.sleep(0)
+
+    received = 0
+    with trio.fail_after(CALL_LIMIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_call)
+            await trio.sleep(0)
+            while received < frames:
+                assert await source.receive() == MEDIA
+                received += 1
+            nursery.cancel_scope.cancel()
+    client.close(), server.close()
+    assert len({t for t in ticks if 0 < t < frames}) >= 5  # the other task ran during the backlog

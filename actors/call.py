@@ -2,6 +2,7 @@
 
 ```
 Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuffer ─▶ ProviderLeg(SttSender ▶ provider ▶ SttReceiver)
+                                              (the buffer is the audio channel's receiving end)
                   │                                                                         │
                   └──────────────────────── events ─▶ TranscriptEmitter ◀───────────────────┘ ─▶ sinks
 ```
@@ -11,8 +12,8 @@ The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
 session, so a provider outage never slows the Twilio side.
 
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
-which closes the mu-law channel, which ends the Resampler, which closes the audio
-channel, which makes SttSender finalize; SttReceiver returns at ``Finalized``.  From the
+which closes the mu-law channel, which ends the Resampler, which closes its output (the
+ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
 moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
 inner nursery's cancel scope).  ``call_ended`` is always the last event.
 """
@@ -104,8 +105,7 @@ async def run_call(
                         on_started(stream, stats)
                     replay = ReplayBuffer(config.replay_ms, stats, audio_format, label)
                     leg = ProviderLeg(chain, stats, label, config=config, rng=rng)
-                    inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, channels.audio_send)
-                    inner.start_soon(replay.run, channels.audio_receive)
+                    inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, replay)
                     inner.start_soon(leg.run, replay, events_send.clone())
             except* StreamEndedBeforeStartError as group:
                 reason, detail, close_code = "no-call", str(_first(group)), 1000

@@ -21,14 +21,11 @@ EVENT_CHANNEL_SIZE = 256
 class CallChannels:
     mulaw_send: trio.MemorySendChannel[AudioBatch]
     mulaw_receive: trio.MemoryReceiveChannel[AudioBatch]
-    audio_send: trio.MemorySendChannel[AudioBatch]
-    audio_receive: trio.MemoryReceiveChannel[AudioBatch]
     events_send: trio.MemorySendChannel[CallEvent]
     events_receive: trio.MemoryReceiveChannel[CallEvent]
 
 
 def open_call_channels() -> CallChannels:
     mulaw_send, mulaw_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
-    audio_send, audio_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
     events_send, events_receive = trio.open_memory_channel[CallEvent](EVENT_CHANNEL_SIZE)
-    return CallChannels(mulaw_send, mulaw_receive, audio_send, audio_receive, events_send, events_receive)
+    return CallChannels(mulaw_send, mulaw_receive, events_send, events_receive)

@@ -44,7 +44,8 @@ log = logging.getLogger("earpiece.replay")
 
 
 class ReplayBuffer:
-    """Consumes ``audio_receive`` (closes it); sessions read with ``next_batch`` /
+    """Takes the call's audio as the end of a channel (``send``/``send_nowait``, closing
+    it ends the audio) or from ``audio_receive`` (``run``, which closes it); sessions read with ``next_batch`` /
     ``mark_sent``; transcripts ``commit``; the leg ``rewind``s for a new session and
     ``discard``s when no provider is left.  Single trio thread, no locks.
 
@@ -78,6 +79,33 @@ class ReplayBuffer:
         async with audio_receive:
             async for batch in audio_receive:
                 self.append(batch)
+        self.end_input()
+
+    # The audio side as the send end of a channel that never blocks: the Resampler
+    # writes into the buffer directly (no task and no channel of its own in between)
+    # and closing it is the end of the call's audio.
+
+    def send_nowait(self, batch: AudioBatch) -> None:
+        self.append(batch)
+
+    async def send(self, batch: AudioBatch) -> None:
+        self.append(batch)
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self.end_input()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> ReplayBuffer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.end_input()
+
+    def end_input(self) -> None:
+        """No more audio will come (the caller hung up)."""
+        if self._input_ended:
+            return
         self._input_ended = True
         self.input_closed_at = trio.current_time()
         self.input_closed.set()

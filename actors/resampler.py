@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
 from providers.base import MULAW_8K, AudioFormat
@@ -10,6 +12,19 @@ from .dsp import StreamResampler, mulaw_to_pcm16
 from .messages import AudioBatch
 
 __all__ = ["Resampler"]
+
+
+class AudioOutput(Protocol):
+    """Where converted audio goes: a memory channel's send end, or the call's
+    ``ReplayBuffer`` (which never blocks).  Closing it ends the call's audio."""
+
+    def send_nowait(self, batch: AudioBatch) -> None: ...
+
+    async def send(self, batch: AudioBatch) -> None: ...
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(self, *exc: object) -> object: ...
 
 
 class Resampler:
@@ -29,7 +44,7 @@ class Resampler:
     async def run(
         self,
         mulaw_receive: trio.MemoryReceiveChannel[AudioBatch],
-        audio_send: trio.MemorySendChannel[AudioBatch],
+        audio_send: AudioOutput,
     ) -> None:
         async with mulaw_receive, audio_send:
             if self.target == MULAW_8K:

@@ -1,12 +1,12 @@
 """ReplayBuffer: call audio between the Resampler and the provider sessions.
 
 ```
-audio_receive ─▶ ReplayBuffer.run ─▶ [ sent, uncommitted │ in flight │ unsent ] ─▶ session
+Resampler ─send─▶ ReplayBuffer ─▶ [ sent, uncommitted │ in flight │ unsent ] ─▶ session
                                         ▲ trimmed by commits             ▲ next_batch / mark_sent
 ```
 
 The buffer is what lets a provider leg go down without slowing Twilio and without
-losing words: audio is always taken in (``run`` never waits on a session), kept on the
+losing words: audio is always taken in (``send`` never waits on a session), kept on the
 call's audio clock from the last committed transcript on, and handed to sessions in
 order.  A new session first gets the sent-but-uncommitted tail again (``rewind``), then
 the rest.  It is bounded by ``capacity_ms``: past it the oldest audio goes, sent audio
@@ -44,8 +44,8 @@ log = logging.getLogger("earpiece.replay")
 
 
 class ReplayBuffer:
-    """Takes the call's audio as the end of a channel (``send``/``send_nowait``, closing
-    it ends the audio) or from ``audio_receive`` (``run``, which closes it); sessions read with ``next_batch`` /
+    """Takes the call's audio as the end of a channel (``send``/``send_nowait``; closing
+    it ends the audio); sessions read with ``next_batch`` /
     ``mark_sent``; transcripts ``commit``; the leg ``rewind``s for a new session and
     ``discard``s when no provider is left.  Single trio thread, no locks.
 
@@ -74,16 +74,9 @@ class ReplayBuffer:
 
     # --- the audio side -------------------------------------------------------------
 
-    async def run(self, audio_receive: trio.MemoryReceiveChannel[AudioBatch]) -> None:
-        """Take in the call's audio until the channel ends; never waits on a session."""
-        async with audio_receive:
-            async for batch in audio_receive:
-                self.append(batch)
-        self.end_input()
-
-    # The audio side as the send end of a channel that never blocks: the Resampler
-    # writes into the buffer directly (no task and no channel of its own in between)
-    # and closing it is the end of the call's audio.
+    # The audio side is the send end of a channel that never blocks (never waits on a
+    # session): the Resampler writes into the buffer directly, with no task and no
+    # channel of its own in between, and closing it is the end of the call's audio.
 
     def send_nowait(self, batch: AudioBatch) -> None:
         self.append(batch)

@@ -78,12 +78,15 @@ async def test_replay_buffer_overflow_drops_sent_audio_first_then_the_oldest_uns
 
 
 async def test_replay_buffer_ends_the_feed_once_input_ended_and_all_was_sent():
+    """The buffer is the audio channel's receiving end: closing it ends the feed,
+    after what was taken in has been sent."""
     buffer = ReplayBuffer(1000, CallStats(), MULAW_8K)
-    send, receive = trio.open_memory_channel[AudioBatch](10)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(buffer.run, receive)
-        await send.send(batch(0))
-        await send.aclose()
+    async with buffer as audio_send:  # as the Resampler holds it
+        await audio_send.send(batch(0))
+        audio_send.send_nowait(batch(100))
+        assert not buffer.input_closed.is_set()
+    assert buffer.input_closed.is_set() and buffer.input_ended
+    buffer.mark_sent(await buffer.next_batch())
     buffer.mark_sent(await buffer.next_batch())
     with pytest.raises(trio.EndOfChannel):
         await buffer.next_batch()

@@ -62,9 +62,10 @@ class OverloadGuard:
         if self._last is not None and now > self._last[0]:
             self.busy = (cpu - self._last[1]) / (now - self._last[0])
         self._last = (now, cpu)
-        backlogs = [stats.audio_ms - stats.forwarded_until_ms
-                    for stats in (record.stats for record in self.registry.calls.values()) if stats is not None]
-        self.behind_ms = median_low(backlogs) if backlogs else 0
+        if self.max_lag_ms is not None:  # a look at every call only when it is asked for
+            backlogs = [stats.audio_ms - stats.forwarded_until_ms
+                        for stats in (record.stats for record in self.registry.calls.values()) if stats is not None]
+            self.behind_ms = median_low(backlogs) if backlogs else 0
         busy = self.max_busy is not None and self.busy > self.max_busy
         behind = self.max_lag_ms is not None and self.behind_ms > self.max_lag_ms
         registry = self.registry

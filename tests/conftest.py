@@ -25,8 +25,7 @@ class RunningGateway:
 @asynccontextmanager
 async def running_gateway(provider, sinks: Sequence, **settings) -> AsyncIterator[RunningGateway]:
     """A real Hypercorn server on 127.0.0.1, port 0, serving a Gateway."""
-    settings.setdefault("max_lag", None)  # load shedding has its own tests (test_overload.py)
-    settings.setdefault("max_busy", None)
+    settings.setdefault("max_busy", None)  # load shedding has its own tests (test_overload.py)
     gateway = Gateway(Settings(port=0, provider=provider.name, **settings), provider, sinks)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -25,8 +25,7 @@ async def serving(provider, sinks: Sequence, fallbacks: Sequence = (), grace: fl
                   **settings) -> AsyncIterator[tuple[RunningGateway, trio.Event]]:
     """Like ``conftest.running_gateway``, with fallback providers and the shutdown
     trigger in the test's hands."""
-    settings.setdefault("max_lag", None)  # load shedding has its own tests (test_overload.py)
-    settings.setdefault("max_busy", None)
+    settings.setdefault("max_busy", None)  # load shedding has its own tests (test_overload.py)
     gateway = Gateway(Settings(port=0, provider=provider.name, **settings), provider, sinks, fallbacks=fallbacks)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:

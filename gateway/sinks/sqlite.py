@@ -137,11 +137,12 @@ class SqliteWriter:
     ``from_spec``."""
 
     def __init__(self, path: Path, *, partials: bool = False, max_attempts: int = MAX_ATTEMPTS,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
         self.path = path
         self.partials = partials
         self.name = f"sqlite:{path}"
         self._max_attempts = max_attempts
+        self._busy_timeout = busy_timeout
         self._backoff = backoff or Backoff(0.2, 5.0)
         self._thread: _DbThread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -178,7 +179,7 @@ class SqliteWriter:
     def _open(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are ours (BEGIN IMMEDIATE takes the write lock up
         # front, so a batch never fails half-way on a lock upgrade).
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")

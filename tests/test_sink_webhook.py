@@ -213,11 +213,11 @@ async def test_without_a_secret_nothing_is_signed_and_the_secret_never_shows(aut
     async with trio.open_nursery() as nursery:
         url = await nursery.start(server.run)
         unsigned = from_spec(parse_sink_spec(f"webhook:{url}?token=abc"), {})
-        await_error = None
+        unsigned_error = None
         try:
             await unsigned.write(events(1))
         except SinkDeliveryError as exc:
-            await_error = exc
+            unsigned_error = exc
         signed = from_spec(parse_sink_spec(f"webhook:{url}"), {SECRET_ENV: SECRET})
         try:
             await signed.write(events(1))
@@ -231,7 +231,7 @@ async def test_without_a_secret_nothing_is_signed_and_the_secret_never_shows(aut
     assert verified(SECRET, server.received[-1])
     assert unsigned.name == signed.name == f"webhook:{url}"  # no query: tokens stay out of logs
     assert f"{SECRET_ENV} is not set" in caplog.text
-    shown = [caplog.text, repr(signed), signed.name, str(await_error), str(signed_error)]
+    shown = [caplog.text, repr(signed), signed.name, str(unsigned_error), str(signed_error)]
     assert not any(SECRET in text or "abc" in text for text in shown)
 
 

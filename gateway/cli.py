@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="customParameters entry (repeatable)")
 
     sub.add_parser("providers", help="list providers, their audio format and credentials")
+
+    calls = sub.add_parser("calls", help="list the calls a sqlite:PATH sink stored, or print one's transcript")
+    calls.add_argument("db", metavar="sqlite:PATH")
+    calls.add_argument("call_sid", nargs="?", metavar="CALL_SID", help="print this call's committed transcript")
     return parser
 
 
@@ -254,6 +258,15 @@ def _cmd_providers(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers}
+
+
+def _cmd_calls(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .calls_cli import run_calls
+
+    return run_calls(args.db, args.call_sid)
+
+
+COMMANDS["calls"] = _cmd_calls
 
 
 def main(argv: Sequence[str] | None = None) -> int:

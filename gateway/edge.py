@@ -170,11 +170,16 @@ class AcceptFailures:
             log.warning("accept failed %d times since the last line: %s", self._unlogged, self._error)
         self._unlogged, self._next_line = 0, now + self.interval
 
-    def accepted(self) -> None:
-        """A connection was accepted: report failures not yet logged, once their line is due."""
+    @property
+    def due(self) -> float:
+        """When failures not logged yet are to be reported (``flush``); inf: none are."""
+        return self._next_line if self._unlogged else math.inf
+
+    def flush(self) -> None:
+        """Report the failures not logged yet, once their line is due: the count of the
+        last burst is never lost, even when accepting works again."""
         if self._unlogged and trio.current_time() >= self._next_line:
-            log.warning("accept failed %d times since the last line (%s); accepting again",
-                        self._unlogged, self._error)
+            log.warning("accept failed %d times since the last line: %s", self._unlogged, self._error)
             self._unlogged, self._next_line = 0, trio.current_time() + self.interval
 
 
@@ -224,18 +229,20 @@ class Edge:
 
     async def accept_loop(self, listener: socket.socket, ssl_context: ssl.SSLContext | None,
                           connections: trio.Nursery) -> None:
+        failures = self.accept_failures
         while True:
-            await trio.lowlevel.wait_readable(listener)
+            with trio.move_on_at(failures.due):
+                await trio.lowlevel.wait_readable(listener)
+            failures.flush()
             while True:
                 try:
                     sock, _ = listener.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:  # out of file descriptors or memory: back off, keep serving
-                    self.accept_failures.failed(exc)
+                    failures.failed(exc)
                     await trio.sleep(ACCEPT_ERRORS_PAUSE)
                     break
-                self.accept_failures.accepted()
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

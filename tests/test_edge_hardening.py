@@ -86,3 +86,74 @@ async def test_idle_keep_alive_connections_are_closed_after_the_keep_alive_timeo
                     nursery.start_soon(wait_closed, stream, since)
     assert len(idle) == 50
     assert all(KEEP_ALIVE <= seconds <= KEEP_ALIVE + 0.1 for seconds in idle), sorted(idle)
+
+
+# ------------------------------------------------------- 5. and 6. the request head
+
+
+def _chunks(data: bytes, step: int | None) -> list[bytes]:
+    return [data] if step is None else [data[i:i + step] for i in range(0, len(data), step)]
+
+
+@pytest.mark.parametrize("step", [None, 1], ids=["whole", "byte by byte"])
+@pytest.mark.parametrize("head", [
+    HEALTHZ.replace(b"\r\n", b"\n"),
+    b"GET /healthz HTTP/1.1\r\nHost: gw.example.test\r\n\n",
+    b"GET /healthz HTTP/1.1\nHost: gw.example.test\n\r\n",
+], ids=["bare LF", "CRLF then a bare LF", "LF then CRLF"])
+async def test_a_head_that_ends_in_bare_lf_is_answered_at_once(autojump_clock, head: bytes,
+                                                                step: int | None) -> None:
+    """Before: the edge looked for CRLF CRLF only, so these heads (which h11 and
+    Hypercorn accept) were answered after the 10 s head timeout."""
+    with trio.fail_after(LIMIT):
+        async with running_gateway(ScriptedProvider(), [ListSink()]) as gw:
+            stream = await _connect(gw.http_url)
+            start = trio.current_time()
+            for chunk in _chunks(head, step):
+                await stream.send_all(chunk)
+            response = await _response(stream)
+            waited = trio.current_time() - start
+            await stream.aclose()
+    assert response.startswith(b"HTTP/1.1 200")
+    assert waited < 1.0, waited  # virtual seconds: nothing waited on a timer
+
+
+async def test_a_stream_upgrade_with_bare_lf_lines_is_accepted(autojump_clock) -> None:
+    with trio.fail_after(LIMIT):
+        async with running_gateway(ScriptedProvider(), [ListSink()]) as gw:
+            start = trio.current_time()
+            client, response = await RawClient.connect(gw.http_url, UPGRADE.replace(b"\r\n", b"\n"))
+            waited = trio.current_time() - start
+            await client.stream.aclose()
+    assert response.startswith(b"HTTP/1.1 101 ")
+    assert waited < 1.0, waited
+
+
+@pytest.mark.parametrize("dribble", [False, True], ids=["part of a head, then nothing",
+                                                         "a head one byte a second"])
+async def test_a_slow_head_gets_one_deadline_in_all(autojump_clock, dribble: bool) -> None:
+    """Before: the edge waited 10 s, handed the unfinished head to Hypercorn, which
+    waited its keep-alive 5 s more: 15 s per connection.  Now 10 s in all."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: gw.example.test\r\nX-Slow: " + b"x" * 40 + b"\r\n\r\n"
+    with trio.fail_after(LIMIT):
+        async with running_gateway(ScriptedProvider(), [ListSink()]) as gw:
+            stream = await _connect(gw.http_url)
+            start = trio.current_time()
+            closed_at: list[float] = []
+
+            async def watch() -> None:
+                assert await _until_closed(stream) == b""
+                closed_at.append(trio.current_time() - start)
+                nursery.cancel_scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                if dribble:
+                    for i in range(len(head)):
+                        await trio.sleep(0.5 if i == 0 else 1)  # off the whole seconds: no tie with the deadline
+                        await stream.send_all(head[i:i + 1])
+                else:
+                    await stream.send_all(head[:30])
+                    await trio.sleep_forever()
+            await stream.aclose()
+    assert closed_at == [pytest.approx(HEAD_TIMEOUT, abs=0.01)]

@@ -157,3 +157,90 @@ async def test_a_slow_head_gets_one_deadline_in_all(autojump_clock, dribble: boo
                     await trio.sleep_forever()
             await stream.aclose()
     assert closed_at == [pytest.approx(HEAD_TIMEOUT, abs=0.01)]
+
+
+# ------------------------------------------------------------- the stream socket: frames
+
+CALL_LIMIT = 30  # seconds of real time: a bound on each raw-socket call, never an assertion on speed
+CODE = {code: code.to_bytes(2, "big") for code in (999, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1009,
+                                                   1011, 1012, 1013, 1014, 1015, 1016, 2999, 3000, 4999, 5000)}
+
+
+def raw_frame(b0: int, length_bytes: bytes, payload: bytes = b"", key: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    """A client frame with its length field written out by hand (any encoding, any value)."""
+    return bytes((b0,)) + bytes((0x80 | length_bytes[0],)) + length_bytes[1:] + key + bytes(
+        b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _feed(reader: ServerFrameReader, data: bytes, step: int | None) -> tuple[list, WebSocketError | None]:
+    out: list = []
+    try:
+        for chunk in _chunks(data, step):
+            out += reader.receive_data(chunk)
+    except WebSocketError as exc:
+        return out + exc.messages, exc
+    return out, None
+
+
+BIG = 100_000  # a declared length over max_message_bytes (65,536)
+CORNER_CASES = {
+    # 7. what the header says is judged before the size limit
+    "a 16-bit length where 7 bits would do": (raw_frame(0x81, bytes((126,)) + (2).to_bytes(2, "big"), b"hi"), 1002),
+    "a 64-bit length where 16 would do": (raw_frame(0x81, bytes((127,)) + (2).to_bytes(8, "big"), b"hi"), 1002),
+    "a 64-bit length with its top bit set": (raw_frame(0x81, bytes((127,)) + (1 << 63 | 5).to_bytes(8, "big")),
+                                             1002),
+    "a bad opcode declaring 100 kB": (raw_frame(0x83, bytes((127,)) + BIG.to_bytes(8, "big")), 1002),
+    "reserved bits declaring 100 kB": (raw_frame(0xC1, bytes((127,)) + BIG.to_bytes(8, "big")), 1002),
+    "a ping declaring 100 kB": (raw_frame(0x89, bytes((127,)) + BIG.to_bytes(8, "big")), 1002),
+    "a continuation of nothing declaring 100 kB": (raw_frame(0x80, bytes((127,)) + BIG.to_bytes(8, "big")), 1002),
+    "an orphan continuation after a finished 60 kB message": (
+        frame(0x1, b"x" * 40_000, fin=False) + frame(0x0, b"y" * 20_000) + frame(0x0, b"z" * 10_000), 1002,
+        ["x" * 40_000 + "y" * 20_000]),
+    "bad UTF-8 in the first fragment (no last fragment yet)": (frame(0x1, b"ok \xff", fin=False), 1007),
+    "bad UTF-8 in a middle fragment": (frame(0x1, b"ok", fin=False) + frame(0x0, b"\xc3\x28", fin=False), 1007),
+    # 2. a message's frame count is bounded, not only its bytes
+    "a text frame and empty continuations past MAX_FRAGMENTS": (
+        frame(0x1, b"{", fin=False) + frame(0x0, b"", fin=False) * MAX_FRAGMENTS, 1009),
+    # 4. close codes a peer may not send
+    **{f"close with code {code}": (frame(0x8, CODE[code] + b"bye"), 1002)
+       for code in (999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000)},
+}
+GOOD_CASES = {
+    "a message of exactly MAX_FRAGMENTS frames": (
+        frame(0x1, b"{", fin=False) + frame(0x0, b"", fin=False) * (MAX_FRAGMENTS - 2) + frame(0x0, b"}"), ["{}"]),
+    "a 60 kB fragmented message, then another": (
+        frame(0x1, b"x" * 40_000, fin=False) + frame(0x0, b"y" * 20_000) + frame(0x2, b"a", fin=False)
+        + frame(0x0, b"b"), ["x" * 40_000 + "y" * 20_000, b"ab"]),
+    **{f"close with code {code}": (frame(0x8, CODE[code] + b"bye"), [("close", code, "bye")])
+       for code in (1000, 1001, 1003, 1007, 1011, 1012, 1013, 3000, 4999)},
+}
+
+
+@pytest.mark.parametrize("step", [None, 1, 7], ids=["whole", "byte by byte", "7 bytes at a time"])
+@pytest.mark.parametrize("name", list(CORNER_CASES))
+def test_a_violation_is_refused_with_its_rfc_close_code(name: str, step: int | None) -> None:
+    data, code, *before = CORNER_CASES[name]
+    messages, error = _feed(ServerFrameReader(65_536), data, step)
+    assert messages == (before[0] if before else []) and error is not None, messages
+    assert error.close_code == code, error.detail
+
+
+@pytest.mark.parametrize("step", [None, 1, 7], ids=["whole", "byte by byte", "7 bytes at a time"])
+@pytest.mark.parametrize("name", list(GOOD_CASES))
+def test_the_same_limits_let_good_messages_through(name: str, step: int | None) -> None:
+    data, expected = GOOD_CASES[name]
+    messages, error = _feed(ServerFrameReader(65_536), data, step)
+    assert error is None, error.detail
+    assert [("close", m.code, m.reason) if hasattr(m, "code") else m for m in messages] == expected
+
+
+def test_empty_continuations_are_refused_before_they_pile_up() -> None:
+    """Before: each empty continuation appended to the message's list of fragments, with
+    no bound but the bytes (zero), so a flood grew the process by hundreds of MB."""
+    reader = ServerFrameReader(65_536)
+    reader.receive_data(frame(0x1, b"{", fin=False))
+    empty = frame(0x0, b"", fin=False)
+    with pytest.raises(WebSocketError) as info:
+        for _ in range(100 * MAX_FRAGMENTS):
+            reader.receive_data(empty)
+    assert info.value.close_code == 1009 and f"over {MAX_FRAGMENTS} frames" in info.value.detail

@@ -244,3 +244,133 @@ def test_empty_continuations_are_refused_before_they_pile_up() -> None:
         for _ in range(100 * MAX_FRAGMENTS):
             reader.receive_data(empty)
     assert info.value.close_code == 1009 and f"over {MAX_FRAGMENTS} frames" in info.value.detail
+
+
+# ------------------------------------------------- the stream socket on the real server
+
+
+async def _read_frames(client: RawClient, *, until_close: bool) -> list[tuple[int, bytes]]:
+    """Server frames: up to and with the first close frame (``until_close``), or all of
+    them until the server ends the TCP connection."""
+    out: list[tuple[int, bytes]] = []
+    while True:
+        while len(client.buffer) >= 2:
+            n, head = client.buffer[1] & 0x7F, 2
+            if n == 126:
+                n, head = int.from_bytes(client.buffer[2:4], "big"), 4
+            if len(client.buffer) < head + n:
+                break
+            out.append((client.buffer[0] & 0x0F, client.buffer[head:head + n]))
+            client.buffer = client.buffer[head + n:]
+            if until_close and out[-1][0] == 0x8:
+                return out
+        try:
+            data = await client.stream.receive_some()
+        except trio.BrokenResourceError:  # a reset after what the server sent is an end too
+            data = b""
+        if not data:
+            await client.stream.aclose()
+            return out
+        client.buffer += data
+
+
+def _close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    return int.from_bytes(closes[-1][:2], "big") if closes else None
+
+
+async def test_the_gateway_sends_one_close_frame_when_the_client_answers_its_close() -> None:
+    """Twilio's hang-up: ``stop``, our close 1000, Twilio's close reply.  Before: that
+    reply was answered with a second close frame (a wsproto client raises "Connection
+    already closed").  Now the reply ends the connection and nothing more is sent."""
+    provider, sink = ScriptedProvider(), ListSink()
+    messages = script(1, 600)
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(provider, [sink]) as gw:
+            client, response = await RawClient.connect(gw.http_url)
+            assert response.startswith(b"HTTP/1.1 101 ")
+            for message in messages:  # ends with stop
+                await client.send(text(message))
+            ours = await _read_frames(client, until_close=True)
+            await client.send(frame(0x8, CODE[1000]) + frame(0x9, b"still there?"))
+            after = await _read_frames(client, until_close=False)
+            await gw.idle()
+    assert ours == [(0x8, CODE[1000])]
+    assert after == []  # no second close, no pong after our close
+    assert sink.events[-1]["reason"] == "stop"
+
+
+@pytest.mark.parametrize("step", [None, 1], ids=["whole", "byte by byte"])
+@pytest.mark.parametrize(("code", "answer"), [
+    (1015, 1002), (999, 1002), (5000, 1002), (1004, 1002), (1005, 1002), (1006, 1002), (1016, 1002),
+    (2999, 1002), (1001, 1001), (1012, 1012), (3000, 3000), (4999, 4999),
+])
+async def test_a_client_close_code_is_echoed_only_when_a_peer_may_send_it(code: int, answer: int,
+                                                                         step: int | None) -> None:
+    """Before: every code was echoed back, 1015 (never on the wire, RFC 6455 §7.4.1)
+    included.  Now the codes wsproto refuses are answered with 1002."""
+    provider, sink = ScriptedProvider(), ListSink()
+    messages = script(1, 600)
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(provider, [sink]) as gw:
+            client, _ = await RawClient.connect(gw.http_url)
+            for message in messages[:10]:
+                await client.send(text(message))
+            for chunk in _chunks(frame(0x8, CODE[code] + b"bye"), step):
+                await client.send(chunk)
+            frames = await _read_frames(client, until_close=False)
+            await gw.idle()
+    assert [opcode for opcode, _ in frames] == [0x8] and _close_code(frames) == answer
+    ended = sink.events[-1]
+    if answer == 1002:
+        assert ended["reason"] == "error" and f"code {code}" in ended["detail"]
+    else:
+        assert ended["reason"] == "disconnect"
+
+
+def _padded(message: str, size: int) -> bytes:
+    """``message`` grown to ``size`` bytes with JSON whitespace: still the same message."""
+    return (message + " " * size).encode()[:size]
+
+
+RAW_VIOLATIONS = {
+    "empty continuations past MAX_FRAGMENTS": (
+        lambda m: frame(0x1, m[:5], fin=False) + frame(0x0, b"", fin=False) * MAX_FRAGMENTS, 1009,
+        f"over {MAX_FRAGMENTS} frames"),
+    "a 64-bit length with its top bit set": (
+        lambda m: raw_frame(0x81, bytes((127,)) + (1 << 63 | 5).to_bytes(8, "big")), 1002, "top bit"),
+    "a bad opcode declaring 100 kB": (lambda m: raw_frame(0x83, bytes((127,)) + BIG.to_bytes(8, "big")), 1002,
+                                      "unknown data opcode"),
+    "reserved bits declaring 100 kB": (lambda m: raw_frame(0xC1, bytes((127,)) + BIG.to_bytes(8, "big")), 1002,
+                                       "reserved bits"),
+    "a ping declaring 100 kB": (lambda m: raw_frame(0x89, bytes((127,)) + BIG.to_bytes(8, "big")), 1002,
+                                "control frame"),
+    "a 16-bit length where 7 bits would do": (
+        lambda m: raw_frame(0x81, bytes((126,)) + (2).to_bytes(2, "big"), b"{}"), 1002, "16-bit length"),
+    "an orphan continuation after a finished 60 kB message": (
+        lambda m: frame(0x1, _padded(m.decode(), 60_000)[:40_000], fin=False)
+        + frame(0x0, _padded(m.decode(), 60_000)[40_000:]) + frame(0x0, b" " * 10_000), 1002, "continuation"),
+    "bad UTF-8 in a first fragment": (lambda m: frame(0x1, m[:20] + b"\xff", fin=False), 1007, "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("step", [None, 1], ids=["whole", "byte by byte"])
+@pytest.mark.parametrize("name", list(RAW_VIOLATIONS))
+async def test_a_frame_violation_on_the_wire_gets_its_rfc_close_code(name: str, step: int | None) -> None:
+    build, code, says = RAW_VIOLATIONS[name]
+    if step is not None and "60 kB" in name:
+        step = 1024  # 70 kB one byte at a time is only slow, not more telling
+    provider, sink = ScriptedProvider(), ListSink()
+    messages = script(1, 600)
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(provider, [sink]) as gw:
+            client, _ = await RawClient.connect(gw.http_url)
+            for message in messages[:10]:
+                await client.send(text(message))
+            for chunk in _chunks(build(messages[10].encode()), step):
+                await client.send(chunk)
+            frames = await _read_frames(client, until_close=False)
+            await gw.idle()
+    assert [opcode for opcode, _ in frames] == [0x8] and _close_code(frames) == code
+    ended = sink.events[-1]
+    assert ended["reason"] == "error" and says in ended["detail"], ended

@@ -15,7 +15,9 @@ import socket
 import pytest
 import trio
 
-from gateway.edge import HEAD_TIMEOUT, Edge
+from gateway.app import STREAM_PATH, Gateway
+from gateway.config import Settings
+from gateway.edge import ACCEPT_ERRORS_LOG_INTERVAL, ACCEPT_ERRORS_PAUSE, HEAD_TIMEOUT, Edge
 from gateway.serve import hypercorn_config
 from gateway.wsframes import MAX_FRAGMENTS, ServerFrameReader, WebSocketError
 from providers.scripted import ScriptedProvider
@@ -374,3 +376,64 @@ async def test_a_frame_violation_on_the_wire_gets_its_rfc_close_code(name: str, 
     assert [opcode for opcode, _ in frames] == [0x8] and _close_code(frames) == code
     ended = sink.events[-1]
     assert ended["reason"] == "error" and says in ended["detail"], ended
+
+
+# --------------------------------------------------------- 8. out of file descriptors
+
+
+def _fill_descriptor_table() -> list[int]:
+    """Lower this process's descriptor limit to just above the descriptors it has and
+    take every free one below it: the next ``accept`` fails with EMFILE, for real."""
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    fillers = []
+    while True:
+        try:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            return fillers
+
+
+async def test_accept_failures_are_logged_once_per_interval_with_a_count(autojump_clock, caplog) -> None:
+    """Before: ``accept failed`` was logged on every retry, ten lines a second, while the
+    descriptors were gone.  Now: one line at once, then one per interval carrying the
+    count, the last count reported too once accepting works again."""
+    caplog.set_level(logging.WARNING, logger="earpiece.gateway")
+    provider = ScriptedProvider()
+    edge = Edge(Gateway(Settings(port=0, provider=provider.name, max_busy=None), provider, [ListSink()]),
+                hypercorn_config("127.0.0.1", 0), STREAM_PATH)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    client = trio.socket.socket()
+    await client.connect(listener.getsockname())  # completed by the kernel; waits in the backlog
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    full_for = 35.0  # seconds (virtual) without a descriptor to accept into
+    fillers: list[int] = []
+    try:
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                fillers = _fill_descriptor_table()
+                nursery.start_soon(edge.accept_loop, listener, None, nursery)
+                await trio.sleep(full_for)
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+                for fd in fillers:
+                    os.close(fd)
+                fillers = []
+                failures = edge.accept_failures.total
+                assert await client.recv(1) == b""  # accepted at last, closed after the head timeout
+                await trio.sleep(ACCEPT_ERRORS_LOG_INTERVAL)  # the last count's line is due by now
+                nursery.cancel_scope.cancel()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        for fd in fillers:
+            os.close(fd)
+        client.close()
+        listener.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("accept failed")]
+    assert all("Too many open files" in line for line in lines), lines
+    counts = [1 if line.startswith("accept failed:") else int(line.split()[2]) for line in lines]
+    assert failures >= 0.9 * full_for / ACCEPT_ERRORS_PAUSE  # retried all along, ten times a second
+    assert sum(counts) == failures == edge.accept_failures.total  # every failure counted in a line
+    assert len(lines) <= full_for // ACCEPT_ERRORS_LOG_INTERVAL + 2, lines  # one line per interval

@@ -14,6 +14,10 @@ import socket
 
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+from wsproto.events import Request as WsRequest
 
 from gateway.app import STREAM_PATH, Gateway
 from gateway.config import Settings
@@ -437,3 +441,41 @@ async def test_accept_failures_are_logged_once_per_interval_with_a_count(autojum
     assert failures >= 0.9 * full_for / ACCEPT_ERRORS_PAUSE  # retried all along, ten times a second
     assert sum(counts) == failures == edge.accept_failures.total  # every failure counted in a line
     assert len(lines) <= full_for // ACCEPT_ERRORS_LOG_INTERVAL + 2, lines  # one line per interval
+
+
+async def test_a_wsproto_client_sees_twilios_hang_up_end_cleanly() -> None:
+    """The same hang-up with a real client library: before, the second close frame made
+    wsproto raise "Connection already closed"."""
+    provider, sink = ScriptedProvider(), ListSink()
+    messages = script(1, 600)
+    ws = WSConnection(ConnectionType.CLIENT)
+    events: list[object] = []
+    with trio.fail_after(CALL_LIMIT):
+        async with running_gateway(provider, [sink]) as gw:
+            stream = await _connect(gw.http_url)
+            await stream.send_all(ws.send(WsRequest(host="gw.example.test", target="/twilio/stream")))
+            while not events:
+                ws.receive_data(await stream.receive_some())
+                events += ws.events()
+            for message in messages:
+                await stream.send_all(ws.send(TextMessage(data=message)))
+            while data := await _receive_or_end(stream):
+                ws.receive_data(data)  # raises LocalProtocolError on a frame after the closing handshake
+                for event in ws.events():
+                    events.append(event)
+                    if isinstance(event, CloseConnection):
+                        await stream.send_all(ws.send(event.response()))
+            ws.receive_data(None)
+            await stream.aclose()
+            await gw.idle()
+    assert [type(event) for event in events] == [AcceptConnection, CloseConnection]
+    assert events[1].code == 1000  # type: ignore[attr-defined]
+    assert ws.state is ConnectionState.CLOSED
+    assert sink.events[-1]["reason"] == "stop"
+
+
+async def _receive_or_end(stream: trio.SocketStream) -> bytes:
+    try:
+        return await stream.receive_some()
+    except trio.BrokenResourceError:
+        return b""

@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import socket
+from functools import partial
 
 import pytest
 import trio
@@ -22,7 +23,7 @@ from wsproto.events import Request as WsRequest
 from gateway.app import STREAM_PATH, Gateway
 from gateway.config import Settings
 from gateway.edge import ACCEPT_ERRORS_LOG_INTERVAL, ACCEPT_ERRORS_PAUSE, HEAD_TIMEOUT, Edge
-from gateway.serve import hypercorn_config
+from gateway.serve import hypercorn_config, serve_gateway
 from gateway.wsframes import MAX_FRAGMENTS, ServerFrameReader, WebSocketError
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
@@ -92,6 +93,29 @@ async def test_idle_keep_alive_connections_are_closed_after_the_keep_alive_timeo
                     nursery.start_soon(wait_closed, stream, since)
     assert len(idle) == 50
     assert all(KEEP_ALIVE <= seconds <= KEEP_ALIVE + 0.1 for seconds in idle), sorted(idle)
+
+
+async def test_shutdown_closes_idle_keep_alive_connections_at_once(autojump_clock) -> None:
+    """Before: idle kept-alive connections made SIGTERM wait out Hypercorn's whole
+    graceful timeout (15 s).  Now their idle timers see the shutdown and close them."""
+    provider = ScriptedProvider()
+    gateway = Gateway(Settings(port=0, provider=provider.name, max_busy=None), provider, [ListSink()])
+    stop = trio.Event()
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=stop.wait, grace=5))
+            http_url = next(b for b in binds if b.startswith("http://127.0.0.1"))
+            streams = [await _connect(http_url) for _ in range(10)]
+            for stream in streams:
+                await stream.send_all(HEALTHZ)
+                assert (await _response(stream)).startswith(b"HTTP/1.1 200")
+            stopped = trio.current_time()
+            stop.set()
+            for stream in streams:
+                assert await _until_closed(stream) == b""
+                await stream.aclose()
+        served_for = trio.current_time() - stopped
+    assert served_for < 1.0, served_for  # virtual seconds: no timer waited out
 
 
 # ------------------------------------------------------- 5. and 6. the request head

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import binascii
 import logging
+import math
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -44,8 +46,11 @@ __all__ = ["serve_edge", "parse_stream_upgrade", "StreamUpgrade"]
 log = logging.getLogger("earpiece.gateway")
 
 MAX_HEAD = 16 * 1024  # bytes of request line + headers; h11's (and so Hypercorn's) limit
-HEAD_TIMEOUT = 10.0  # seconds for a new connection's request head to arrive
+HEAD_TIMEOUT = 10.0  # seconds for a new connection's whole request head to arrive
 ACCEPT_ERRORS_PAUSE = 0.1  # seconds to back off when accept fails for lack of resources
+ACCEPT_ERRORS_LOG_INTERVAL = 10.0  # seconds between two "accept failed" lines
+# The blank line that ends a head, as h11 (so Hypercorn) finds it: CRLF or a bare LF.
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class StreamUpgrade:
@@ -105,6 +110,79 @@ def parse_stream_upgrade(head: bytes, stream_path: str) -> StreamUpgrade | None:
     return upgrade
 
 
+def head_end(data: bytes | bytearray, start: int = 0) -> int | None:
+    """Where the request head in ``data`` ends (just past its blank line), looking from
+    ``start``; None while it has not ended."""
+    match = _HEAD_END.search(data, start)
+    return match.end() if match else None
+
+
+class _ShieldedSends:
+    """The ASGI app, its HTTP ``send`` calls shielded from the app's own cancellation.
+
+    Why: Hypercorn re-arms a keep-alive connection's idle timer (``keep_alive_timeout``)
+    inside the response's last ``send``, in the app's task: that ``send`` tells the app
+    ``http.disconnect`` and then restarts the timer.  quart-trio cancels the request's
+    nursery as soon as it reads that ``http.disconnect``, so the restart, one checkpoint
+    later, died of the cancellation and an idle kept-alive connection was never closed.
+    Shielded, the ``send`` finishes and the timer runs.  Hypercorn shields the socket
+    write inside that ``send`` already: this adds no new way to wait.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send, sync_spawn, call_soon)
+            return
+
+        async def shielded_send(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await self.app(scope, receive, shielded_send, sync_spawn, call_soon)
+
+
+class AcceptFailures:
+    """``accept`` errors as log lines: the first at once, then at most one line per
+    ``interval`` with the count of those it stands for, so running out of file
+    descriptors is seen without flooding the log."""
+
+    def __init__(self, interval: float = ACCEPT_ERRORS_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.total = 0
+        self._unlogged = 0
+        self._error = ""
+        self._next_line = -math.inf
+
+    def failed(self, exc: OSError) -> None:
+        self.total += 1
+        self._unlogged += 1
+        self._error = exc.strerror or str(exc)
+        now = trio.current_time()
+        if now < self._next_line:
+            return
+        if self._unlogged == 1:
+            log.warning("accept failed: %s (more failures are counted, one line per %g s at most)",
+                        self._error, self.interval)
+        else:
+            log.warning("accept failed %d times since the last line: %s", self._unlogged, self._error)
+        self._unlogged, self._next_line = 0, now + self.interval
+
+    @property
+    def due(self) -> float:
+        """When failures not logged yet are to be reported (``flush``); inf: none are."""
+        return self._next_line if self._unlogged else math.inf
+
+    def flush(self) -> None:
+        """Report the failures not logged yet, once their line is due: the count of the
+        last burst is never lost, even when accepting works again."""
+        if self._unlogged and trio.current_time() >= self._next_line:
+            log.warning("accept failed %d times since the last line: %s", self._unlogged, self._error)
+            self._unlogged, self._next_line = 0, trio.current_time() + self.interval
+
+
 class _ReplayedStream(trio.abc.HalfCloseableStream):
     """A stream whose first bytes were already read: they come out again first.
     Everything else (``socket``, ``do_handshake``, ``transport_stream`` ...) is the
@@ -144,21 +222,25 @@ class Edge:
         self.gateway = gateway
         self.config = config
         self.stream_path = stream_path
-        self.app = wrap_app(gateway, config.wsgi_max_body_size, "asgi")
+        self.app = _ShieldedSends(wrap_app(gateway, config.wsgi_max_body_size, "asgi"))
         self.lifespan_state: dict[str, Any] = {}
         self.context = WorkerContext(None)
+        self.accept_failures = AcceptFailures()
 
     async def accept_loop(self, listener: socket.socket, ssl_context: ssl.SSLContext | None,
                           connections: trio.Nursery) -> None:
+        failures = self.accept_failures
         while True:
-            await trio.lowlevel.wait_readable(listener)
+            with trio.move_on_at(failures.due):
+                await trio.lowlevel.wait_readable(listener)
+            failures.flush()
             while True:
                 try:
                     sock, _ = listener.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:  # out of file descriptors or memory: back off, keep serving
-                    log.warning("accept failed: %s", exc.strerror or exc)
+                    failures.failed(exc)
                     await trio.sleep(ACCEPT_ERRORS_PAUSE)
                     break
                 sock.setblocking(False)
@@ -176,11 +258,10 @@ class Edge:
                                          server_side=True, https_compatible=True)
             transport = StreamTransport(trio_stream, sock)
         try:
-            head = await self._read_head(transport)
+            head, end = await self._read_head(transport)
             if not head:
                 return
-            end = head.find(b"\r\n\r\n") + 4
-            upgrade = parse_stream_upgrade(head[:end], self.stream_path) if end >= 4 else None
+            upgrade = parse_stream_upgrade(head[:end], self.stream_path) if end is not None else None
             if upgrade is None:
                 if trio_stream is None:
                     trio_stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
@@ -188,23 +269,32 @@ class Edge:
                 transport = StreamTransport(trio_stream)  # Hypercorn closes it; so may we, again
                 await TCPServer(self.app, self.config, self.context, state, _ReplayedStream(trio_stream, head)).run()
                 return
-            await self._serve_stream(transport, upgrade, head[end:], tls=ssl_context is not None)
+            early = head[end:] if end is not None else b""  # frames sent right behind the upgrade
+            await self._serve_stream(transport, upgrade, early, tls=ssl_context is not None)
         except Exception:  # a bug must cost this connection only, never the process and its calls
             log.exception("a connection failed")
         finally:
             await transport.aclose()
 
-    async def _read_head(self, transport: Transport) -> bytes:
-        """The connection's first bytes, through the end of the request head (or as
-        much as came within ``HEAD_TIMEOUT`` / ``MAX_HEAD``: Hypercorn judges those)."""
-        head = b""
+    async def _read_head(self, transport: Transport) -> tuple[bytes, int | None]:
+        """The connection's first bytes through the end of the request head, and where
+        the head ends (None: it did not; Hypercorn answers a head over ``MAX_HEAD`` or
+        cut by the peer).  ``HEAD_TIMEOUT`` is the one deadline for the whole head: a
+        head not complete by then gets ``b""`` (the connection is closed), not a second
+        wait inside Hypercorn."""
+        head = bytearray()
         with trio.move_on_after(HEAD_TIMEOUT):
-            while b"\r\n\r\n" not in head and len(head) <= MAX_HEAD:
+            while len(head) <= MAX_HEAD:
                 data = await transport.receive_some()
                 if not data:
-                    break
+                    return bytes(head), None
+                searched = max(0, len(head) - 2)  # a blank line may straddle two reads
                 head += data
-        return head
+                end = head_end(head, searched)
+                if end is not None:
+                    return bytes(head), end
+            return bytes(head), None
+        return b"", None
 
     async def _serve_stream(self, transport: Transport, upgrade: StreamUpgrade, early: bytes, *, tls: bool) -> None:
         refusal = upgrade.refusal()

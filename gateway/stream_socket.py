@@ -167,6 +167,7 @@ class StreamSocket:
         self._ready: deque[str | bytes] = deque()
         self._wanted = 1
         self.peer_closed: CloseReceived | None = None
+        self.close_sent = False  # our close frame left: after it, no frame of ours (RFC 6455 §5.5.1)
         self.disconnected = False  # the peer closed or went away: nothing more will come
         self.error: WebSocketError | None = None
         self._early = early
@@ -213,12 +214,21 @@ class StreamSocket:
             if kind is str or kind is bytes:
                 self._ready.append(message)  # type: ignore[arg-type]
             elif kind is Ping:
-                await self._transport.send_all(pong_frame(message.payload))  # type: ignore[union-attr]
+                if not self.close_sent:  # a ping that crossed our close goes unanswered
+                    await self._transport.send_all(pong_frame(message.payload))  # type: ignore[union-attr]
             elif kind is CloseReceived:
                 self.peer_closed, self.disconnected = message, True  # type: ignore[assignment]
-                code = 1000 if message.code in (1005, 1006) else message.code  # type: ignore[union-attr]
-                await self._transport.send_all(close_frame(code))
+                if not self.close_sent:  # the peer closed first: answer; else this is its answer to ours
+                    code = 1000 if message.code == 1005 else message.code  # type: ignore[union-attr]
+                    await self.send_close(code)
                 return  # nothing after a close frame counts
+
+    async def send_close(self, code: int, reason: str = "") -> bool:
+        """Send our close frame (once: later calls send nothing and return False)."""
+        if self.close_sent:
+            return False
+        self.close_sent = True
+        return await self._transport.send_all(close_frame(code, reason))
 
     async def wait_for_close(self) -> None:
         """After our close frame: read until the peer's close frame or the end."""
@@ -256,6 +266,6 @@ class RawStreamDoor:
         if source.error is not None:
             code, reason = source.error.close_code, source.error.detail
         with trio.CancelScope(shield=True):
-            if await self._transport.send_all(close_frame(code, reason)) and source.error is None:
+            if await source.send_close(code, reason) and source.error is None:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await source.wait_for_close()

@@ -11,8 +11,14 @@ Twilio gets a clean close, not a crash:
 * a binary message comes out as ``bytes`` (the call decides what that means);
 * a protocol violation raises ``WebSocketError`` carrying the close code to answer with:
   1002 (unmasked frame, reserved bits, unknown opcode, bad control frame or
-  continuation), 1007 (text that is not UTF-8), 1009 (a message over
-  ``max_message_bytes``: refused from its header, before it is buffered).
+  continuation, a length not in its shortest form or with the top bit set, a close code
+  a peer may not send), 1007 (text that is not UTF-8: a fragmented message is checked
+  fragment by fragment), 1009 (a message over ``max_message_bytes`` or over
+  ``MAX_FRAGMENTS`` frames: refused from its header, before it is buffered).
+
+Everything a frame's header can tell is judged from the header, in wsproto's order,
+before the size limit: a frame that breaks the protocol is a 1002 however long it says
+it is.
 
 ``handshake_response`` / ``http_response`` / ``close_frame`` / ``pong_frame`` build what
 the server sends (server frames are not masked).
@@ -21,6 +27,7 @@ the server sends (server frames are not masked).
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 
 import attrs
@@ -37,10 +44,16 @@ __all__ = [
     "close_frame",
     "pong_frame",
     "unmask",
+    "MAX_FRAGMENTS",
 ]
+
+MAX_FRAGMENTS = 1024  # frames per message: empty continuations must not grow a message for free
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+# Close codes a peer may send (RFC 6455 §7.4, the IANA registry as wsproto knows it): 1004
+# is reserved, 1005/1006/1015 are for reports only, never the wire; 3000-4999 are free.
+_PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
 _STATUS_TEXT = {101: "Switching Protocols", 400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required",
                 503: "Service Unavailable"}
 
@@ -109,9 +122,12 @@ class ServerFrameReader:
         self.max_message_bytes = max_message_bytes
         self.last_frame_bytes = 0
         self._buffer = bytearray()
-        self._fragments: list[bytes] | None = None
+        # the fragmented message being reassembled (None: none is)
+        self._parts: list[str] | list[bytes] | None = None
         self._fragment_opcode = 0
         self._fragment_bytes = 0
+        self._fragment_count = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
 
     @property
     def buffered(self) -> int:
@@ -135,25 +151,37 @@ class ServerFrameReader:
         limit = self.max_message_bytes
         while end - pos >= 2:
             b0, b1 = buffer[pos], buffer[pos + 1]
-            if not b1 & 0x80:
-                raise WebSocketError("a client frame must be masked", 1002)
+            fast = b0 == 0x81 and self._parts is None  # one whole text frame: Twilio's every frame
+            if not fast:
+                self._check_header(b0, b1)
             length = b1 & 0x7F
             head = 6
             if length == 126:
                 if end - pos < 4:
                     break
                 length, head = (buffer[pos + 2] << 8) | buffer[pos + 3], 8
+                if length < 126:
+                    raise WebSocketError("a 16-bit length where 7 bits would do", 1002)
             elif length == 127:
                 if end - pos < 10:
                     break
                 length, head = int.from_bytes(buffer[pos + 2:pos + 10], "big"), 14
-            if length > limit or (not b0 & 0x0F and self._fragment_bytes + length > limit):
-                raise WebSocketError(f"a message over {limit} bytes (max_message_bytes)", 1009)
+                if length < 1 << 16:
+                    raise WebSocketError("a 64-bit length where 16 bits would do", 1002)
+                if length >> 63:
+                    raise WebSocketError("a 64-bit length with its top bit set", 1002)
+            if not b1 & 0x80:
+                raise WebSocketError("a client frame must be masked", 1002)
+            if fast:
+                if length > limit:
+                    raise WebSocketError(f"a message over {limit} bytes (max_message_bytes)", 1009)
+            elif b0 & 0x0F < 0x8:
+                self._check_size(b0, length)
             frame_end = pos + head + length
             if frame_end > end:
                 break
             payload = unmask(buffer[pos + head:frame_end], buffer[pos + head - 4:pos + head])
-            if b0 == 0x81 and self._fragments is None:  # the fast path: one whole text frame
+            if fast:
                 try:
                     out.append(payload.decode("utf-8"))
                 except UnicodeDecodeError:
@@ -167,41 +195,69 @@ class ServerFrameReader:
         del buffer[:pos]
         return out
 
-    def _frame(self, b0: int, payload: bytes) -> Message | None:
+    def _check_header(self, b0: int, b1: int) -> None:
+        """The violations a frame's first two bytes show (all 1002)."""
+        opcode = b0 & 0x0F
+        if opcode >= 0x8:
+            if opcode > _OP_PONG:
+                raise WebSocketError(f"unknown control opcode {opcode:#x}", 1002)
+            if not b0 & 0x80 or b1 & 0x7F > 125:
+                raise WebSocketError("a control frame must be whole and at most 125 bytes", 1002)
+        elif opcode == _OP_CONTINUATION:
+            if self._parts is None:
+                raise WebSocketError("a continuation frame without a message to continue", 1002)
+        elif opcode in (_OP_TEXT, _OP_BINARY):
+            if self._parts is not None:
+                raise WebSocketError("a new message before the previous one was finished", 1002)
+        else:
+            raise WebSocketError(f"unknown data opcode {opcode:#x}", 1002)
         if b0 & 0x70:
             raise WebSocketError("reserved bits set without a negotiated extension", 1002)
+
+    def _check_size(self, b0: int, length: int) -> None:
+        """A data frame must keep its message within ``max_message_bytes`` and
+        ``MAX_FRAGMENTS`` (1009), judged before its payload is buffered."""
+        continuing = not b0 & 0x0F
+        size = (self._fragment_bytes if continuing else 0) + length
+        if size > self.max_message_bytes:
+            raise WebSocketError(f"a message over {self.max_message_bytes} bytes (max_message_bytes)", 1009)
+        if continuing and self._fragment_count >= MAX_FRAGMENTS:
+            raise WebSocketError(f"a message in over {MAX_FRAGMENTS} frames", 1009)
+
+    def _frame(self, b0: int, payload: bytes) -> Message | None:
+        """A complete frame whose header passed ``_check_header`` and ``_check_size``."""
         fin, opcode = b0 & 0x80, b0 & 0x0F
         if opcode >= 0x8:
-            if not fin or len(payload) > 125:
-                raise WebSocketError("a control frame must be whole and at most 125 bytes", 1002)
             if opcode == _OP_CLOSE:
                 return _close_received(payload)
             if opcode == _OP_PING:
                 return Ping(payload)
-            if opcode == _OP_PONG:
-                return Pong(payload)
-            raise WebSocketError(f"unknown control opcode {opcode:#x}", 1002)
-        if opcode == _OP_CONTINUATION:
-            if self._fragments is None:
-                raise WebSocketError("a continuation frame without a message to continue", 1002)
-            self._fragments.append(payload)
-            self._fragment_bytes += len(payload)
-        elif opcode in (_OP_TEXT, _OP_BINARY):
-            if self._fragments is not None:
-                raise WebSocketError("a new message before the previous one was finished", 1002)
-            self._fragments, self._fragment_opcode, self._fragment_bytes = [payload], opcode, len(payload)
+            return Pong(payload)
+        if opcode != _OP_CONTINUATION:
+            self._parts, self._fragment_opcode = [], opcode
+            self._fragment_bytes = self._fragment_count = 0
+            self._decoder = _utf8_decoder() if opcode == _OP_TEXT else None
+        parts = self._parts
+        assert parts is not None  # _check_header refused a continuation of nothing
+        self._fragment_bytes += len(payload)
+        self._fragment_count += 1
+        if self._decoder is not None:  # text: each fragment is checked as it comes
+            try:
+                parts.append(self._decoder.decode(payload, bool(fin)))  # type: ignore[arg-type]
+            except UnicodeDecodeError:
+                raise WebSocketError("a text message that is not UTF-8", 1007) from None
         else:
-            raise WebSocketError(f"unknown data opcode {opcode:#x}", 1002)
+            parts.append(payload)  # type: ignore[arg-type]
         if not fin:
             return None
-        whole = b"".join(self._fragments)
-        opcode, self._fragments = self._fragment_opcode, None
-        if opcode == _OP_BINARY:
-            return whole
-        try:
-            return whole.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WebSocketError("a text message that is not UTF-8", 1007) from None
+        self._parts, self._decoder = None, None
+        self._fragment_bytes = self._fragment_count = 0
+        if self._fragment_opcode == _OP_TEXT:
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 def _close_received(payload: bytes) -> CloseReceived:
@@ -209,11 +265,14 @@ def _close_received(payload: bytes) -> CloseReceived:
         return CloseReceived(1005, "")
     if len(payload) == 1:
         raise WebSocketError("a close frame with a 1-byte payload", 1002)
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise WebSocketError(f"a close frame with code {code}, which a peer may not send", 1002)
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
         raise WebSocketError("a close reason that is not UTF-8", 1007) from None
-    return CloseReceived(int.from_bytes(payload[:2], "big"), reason)
+    return CloseReceived(code, reason)
 
 
 # ------------------------------------------------------------------ what the server sends

@@ -248,5 +248,8 @@ async def _end_gracefully(session: WebSocketSession) -> None:
             await session.end()
         except trio.BrokenResourceError:
             pass  # the connection died under the close: the stream is closed next anyway
+        except Exception:  # best effort: never let the goodbye hide why the session ended
+            log.warning("%s: the session's graceful end failed; closing the connection", session.provider,
+                        exc_info=True)
     if scope.cancelled_caught:
         log.info("%s: no close handshake within %.1f s; closing the connection", session.provider, deadline - now)

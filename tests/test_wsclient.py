@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,10 +22,14 @@ import trio_websocket
 import wsproto
 import wsproto.events
 
+from providers.assemblyai import AssemblyAICodec
 from providers.errors import ProviderAuthError, ProviderConnectionError
-from providers.events import ProviderClosed, ProviderEvent
+from providers.events import ProviderClosed, ProviderEvent, SessionStarted
 from providers.websocket import WebSocketSession, open_websocket_session
 from providers.wsclient import WatchedStream, WebSocketTarget
+from tests.fakes.assemblyai_server import AssemblyAIFake
+from tests.helpers import tone
+from tests.test_security_tls import certificate  # noqa: F401 - the self-signed certificate fixture
 
 LIMIT = 30  # virtual seconds
 
@@ -258,3 +263,35 @@ def test_providers_use_only_public_attributes_of_other_objects():
             if (private and not mine) or node.attr in ("tb_frame", "f_locals"):
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+# --- wss:// ---------------------------------------------------------------------------------
+
+
+async def test_a_wss_session_runs_and_ends_gracefully_over_tls(certificate):
+    """The TLS path of the connection layer, against the AssemblyAI fake behind a
+    self-signed certificate: audio goes out, and a session cut before it finalized
+    still sends ``Terminate`` and a close frame through the TLS stream."""
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(str(cert), str(key))
+    client_context = ssl.create_default_context(cafile=str(cert))
+    fake = AssemblyAIFake(api_key="k", answer_end=False)
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(trio_websocket.serve_websocket, fake.handler, "127.0.0.1", 0,
+                                                 ssl_context=server_context))
+            url = f"wss://127.0.0.1:{server.port}/v3/ws?speech_model=universal-streaming-english&encoding=pcm_mulaw&sample_rate=8000"
+            with trio.CancelScope() as scope:
+                async with open_websocket_session("assemblyai", AssemblyAICodec(), url, [("Authorization", "k")],
+                                                  ssl_context=client_context) as session:
+                    assert isinstance(await session.receive(), SessionStarted)
+                    for _ in range(3):
+                        await session.send_audio(tone(100))
+                    scope.cancel()
+            # the close reply came from the fake's reader: its handler is runnable now
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    [recorded] = fake.sessions
+    assert bytes(recorded.audio) == tone(100) * 3
+    assert recorded.controls == ["Terminate"] and recorded.close_code == 1000

@@ -33,20 +33,16 @@ class WatchedStream(trio.abc.Stream):
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self._writing = False  # a send_all started and never returned
         self.intact = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # A cancellation already due raises here, before a byte is written: not a cut.
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._writing = True
         try:
             await self._stream.send_all(data)
         except BaseException:
             self.intact = False
             raise
-        finally:
-            self._writing = False
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()

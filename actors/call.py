@@ -15,7 +15,10 @@ Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader r
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
 moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
-inner nursery's cancel scope).  ``call_ended`` is always the last event.
+inner nursery's cancel scope).  A provider session that deadline cuts still ends
+gracefully (its end-of-stream message and a close handshake, shielded, at most
+``providers.websocket.END_TIMEOUT`` more; audio it never took counts as dropped).
+``call_ended`` is always the last event.
 """
 
 from __future__ import annotations

@@ -77,6 +77,13 @@ class FluxCodec:
         if self._open_turn is None:
             self._close_stream()
 
+    def end_stream(self) -> None:
+        """The session ends now, answered or not (its caller's deadline cut it): the
+        ``ForceEndTurn`` of ``finalize`` if it was not sent, and ``CloseStream`` without
+        waiting for the ``EndOfTurn`` that ``finalize`` would wait for."""
+        self.finalize()
+        self._close_stream()
+
     def keepalive(self) -> None:
         return None
 

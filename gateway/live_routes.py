@@ -118,7 +118,8 @@ def install_live_routes(app: QuartTrio, gateway: Any) -> None:
 
 
 def list_calls(gateway: Any) -> list[dict[str, Any]]:
-    """``GET /calls``: the live calls that have started streaming, in arrival order."""
+    """``GET /calls``: the live calls that have started streaming, in arrival order.
+    ``dropped_ms`` is the audio lost so far (``lost_ms``); ``call_ended`` has the final figure."""
     calls = []
     for record in list(gateway.registry.calls.values()):
         stream = record.stream
@@ -137,6 +138,13 @@ def list_calls(gateway: Any) -> list[dict[str, Any]]:
             "provider_state": ring.provider_state if ring else "connecting",
             "audio_ms": stats.audio_ms if stats else 0,
             "forwarded_ms": stats.forwarded_ms if stats else 0,
-            "dropped_ms": stats.dropped_ms if stats else 0,
+            "dropped_ms": lost_ms(stats) if stats else 0,
         })
     return calls
+
+
+def lost_ms(stats: Any) -> int:
+    """Audio of a live call that will never reach a provider (overflowed at the edge or out
+    of the replay buffer).  ``audio_ms - forwarded_ms`` is not it while the call lives:
+    it also counts audio on its way (the current batch, a reconnect's backlog)."""
+    return min(stats.dropped_ms, stats.edge_dropped_ms + stats.replay_overflow_ms)

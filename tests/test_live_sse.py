@@ -80,6 +80,16 @@ async def wait_until(condition) -> None:
         await trio.sleep(0.01)
 
 
+async def open_raw_request(http_url: str, path: str, rcvbuf: int | None = None) -> trio.socket.SocketType:
+    """A plain TCP socket that sent ``GET path`` (and reads only when the test says)."""
+    sock = trio.socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", int(http_url.rsplit(":", 1)[1])))
+    await sock.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    return sock
+
+
 # --- real gateway --------------------------------------------------------------------
 
 
@@ -253,11 +263,12 @@ async def test_a_reader_that_went_away_frees_its_subscription():
     with trio.fail_after(LIMIT):
         async with running_gateway(ScriptedProvider(), []) as gw:
             hub = gw.gateway.live
-            async with httpx.AsyncClient(base_url=gw.http_url, timeout=None) as client:
-                async with client.stream("GET", "/events") as response:
-                    async for _ in response.aiter_raw():
-                        break
-                    assert hub.statistics().subscribers == 1
+            reader = await open_raw_request(gw.http_url, "/events")
+            with reader:
+                answer = b""
+                while b"retry: " not in answer:
+                    answer += await reader.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 200") and hub.statistics().subscribers == 1
             await wait_until(lambda: hub.statistics().subscribers == 0)
             await simulate_call(gw.ws_url, tone(1000), fast=True)
             await gw.idle()
@@ -271,10 +282,7 @@ async def test_a_reader_that_stops_reading_is_dropped_and_calls_go_on():
     with trio.fail_after(3 * LIMIT):
         async with running_gateway(provider, [sink]) as gw:
             hub = gw.gateway.live
-            stalled = trio.socket.socket()
-            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            await stalled.connect(("127.0.0.1", int(gw.http_url.rsplit(":", 1)[1])))
-            await stalled.send(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            stalled = await open_raw_request(gw.http_url, "/events", rcvbuf=4096)
             head = await stalled.recv(4096)
             assert head.startswith(b"HTTP/1.1 200")
             good = SseReader()
@@ -356,7 +364,7 @@ async def test_ring_keeps_recent_events_and_an_ended_call_for_the_retention(auto
     assert hub.ring_of("CA1") is None and [e.call_sid for e in hub.backlog(replay=True)] == ["CA2", "CA2"]
 
 
-def test_resume_across_calls_is_at_least_once_never_a_gap():
+async def test_resume_across_calls_is_at_least_once_never_a_gap():
     hub = LiveHub(ring_events=2)
     hub.publish(event("CA1", 1))
     hub.publish(event("CA2", 1))

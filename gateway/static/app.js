@@ -246,6 +246,10 @@ function handle(event) {
       call.el.classList.remove("live");
       call.el.classList.add("ended");
       call.status.textContent = "ended · " + event.reason;
+      if (["connecting", "reconnecting", "connected"].includes(call.providerEl.dataset.state)) {
+        call.providerEl.textContent = call.providerName || "–"; // no session any more
+        call.providerEl.dataset.state = "closed";
+      }
       setSeconds(call, event.audio_ms, event.dropped_ms);
       $("calls").append(call.el); // live calls first
       break;

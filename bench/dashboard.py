@@ -112,7 +112,7 @@ async def _run(out: Path, provider_name: str) -> None:
         ws = http.replace("http://", "ws://", 1) + STREAM_PATH
 
         def shoot() -> None:
-            with open_chromium(1280, 900) as driver:
+            with open_chromium(1200, 640) as driver:
                 driver.get(http + "/")
                 trio.from_thread.run(first_call)
                 trio.from_thread.run(second_call_midway)

@@ -14,7 +14,8 @@ committed transcripts and call events are left and it is still full, it is disco
 delay a call or another reader.
 
 A call's ring lives while the call does and ``ENDED_RETENTION`` seconds after its
-``call_ended`` (at most ``MAX_ENDED_CALLS`` ended calls are held); then it is dropped.
+``call_ended`` (at most ``MAX_ENDED_CALLS`` ended calls and ``MAX_ENDED_BYTES`` of their
+frames are held, oldest dropped first); then it is dropped.
 Events without a ``call_sid`` (a stream that ended before Twilio's ``start``) carry no
 transcript and no resumable id: they are not published here.
 
@@ -46,6 +47,7 @@ RING_EVENTS = 512  # per call: what Last-Event-ID can resume from
 SUBSCRIBER_QUEUE = 256  # events waiting for one reader before it loses partials
 ENDED_RETENTION = 60.0  # seconds an ended call's ring stays for late readers and resumes
 MAX_ENDED_CALLS = 1000  # ended calls held at once, whatever their age
+MAX_ENDED_BYTES = 32 * 1024 * 1024  # SSE frames of ended calls held at once, whatever their age
 HEARTBEAT = 15.0  # seconds between keep-alive comments on a quiet stream (proxies close idle ones)
 MAX_SID_CHARS = 64
 
@@ -99,6 +101,7 @@ class CallRing:
 
     call_sid: str
     entries: deque[LiveEntry]
+    size: int = 0  # bytes of the frames held
     started_at: str | None = None  # the call_started event's emitted_at
     provider: str | None = None
     provider_state: str = "connecting"
@@ -129,6 +132,7 @@ class LiveStatistics:
     partials_dropped: int  # partial transcripts slow readers lost
     live_calls: int
     ended_calls: int  # rings held after call_ended
+    held_bytes: int  # SSE frames held in every ring
 
 
 class Subscription:
@@ -207,14 +211,17 @@ class LiveHub:
     name = "live"
 
     def __init__(self, *, ring_events: int = RING_EVENTS, subscriber_queue: int = SUBSCRIBER_QUEUE,
-                 ended_retention: float = ENDED_RETENTION, max_ended_calls: int = MAX_ENDED_CALLS) -> None:
+                 ended_retention: float = ENDED_RETENTION, max_ended_calls: int = MAX_ENDED_CALLS,
+                 max_ended_bytes: int = MAX_ENDED_BYTES) -> None:
         self.ring_events = ring_events
         self.subscriber_queue = subscriber_queue
         self.ended_retention = ended_retention
         self.max_ended_calls = max_ended_calls
+        self.max_ended_bytes = max_ended_bytes
+        self._ended_bytes = 0
         self.feed = HubFeed(self)
         self._rings: dict[str, CallRing] = {}
-        self._ended: dict[str, float] = {}  # call_sid → trio time it ended, oldest first
+        self._ended: dict[str, tuple[float, int]] = {}  # call_sid → (trio time it ended, bytes), oldest first
         self._everyone: set[Subscription] = set()
         self._of_call: dict[str, set[Subscription]] = {}
         self._order = itertools.count(1)
@@ -241,12 +248,16 @@ class LiveHub:
         ring = self._rings.get(call_sid)
         if ring is None:
             ring = self._rings[call_sid] = CallRing(call_sid, deque(maxlen=self.ring_events))
-        ring.entries.append(entry)
+        entries = ring.entries
+        if len(entries) == entries.maxlen:
+            ring.size -= len(entries[0].frame)
+        entries.append(entry)
+        ring.size += len(entry.frame)
         ring.note(event)
-        if kind == "call_ended":
+        if kind == "call_ended" and call_sid not in self._ended:
             ring.ended_at = now
-            self._ended.pop(call_sid, None)
-            self._ended[call_sid] = now
+            self._ended[call_sid] = (now, ring.size)
+            self._ended_bytes += ring.size
         self.events_published += 1
         for group in (self._everyone, self._of_call.get(call_sid, ())):
             for subscription in list(group):
@@ -273,10 +284,12 @@ class LiveHub:
     def _expire(self, now: float) -> None:
         ended = self._ended
         while ended:
-            call_sid, at = next(iter(ended.items()))
-            if now - at < self.ended_retention and len(ended) <= self.max_ended_calls:
+            call_sid, (at, size) = next(iter(ended.items()))
+            if (now - at < self.ended_retention and len(ended) <= self.max_ended_calls
+                    and self._ended_bytes <= self.max_ended_bytes):
                 break
             del ended[call_sid]
+            self._ended_bytes -= size
             self._rings.pop(call_sid, None)
 
     # --- reading ----------------------------------------------------------------------
@@ -373,6 +386,7 @@ class LiveHub:
             partials_dropped=self.partials_dropped_by_gone + sum(s.partials_dropped for s in subscribers),
             live_calls=sum(1 for ring in self._rings.values() if ring.ended_at is None),
             ended_calls=len(self._ended),
+            held_bytes=sum(ring.size for ring in self._rings.values()),
         )
 
 

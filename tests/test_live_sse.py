@@ -364,6 +364,24 @@ async def test_ring_keeps_recent_events_and_an_ended_call_for_the_retention(auto
     assert hub.ring_of("CA1") is None and [e.call_sid for e in hub.backlog(replay=True)] == ["CA2", "CA2"]
 
 
+async def test_ended_calls_are_held_within_a_byte_budget_oldest_dropped_first():
+    def call(hub: LiveHub, sid: str) -> None:
+        for seq in range(1, 4):
+            hub.publish(event(sid, seq, text="x" * 100))
+        hub.publish(event(sid, 4, "call_ended", reason="stop"))
+
+    one = LiveHub()
+    call(one, "CA1")
+    ring = one.statistics().held_bytes  # every call below holds as much
+    hub = LiveHub(max_ended_bytes=int(2.5 * ring))
+    for sid in ("CA1", "CA2", "CA3"):
+        call(hub, sid)
+    assert (hub.statistics().ended_calls, hub.statistics().held_bytes) == (3, 3 * ring)
+    hub.publish(event("CA4", 1, "call_started"))  # the budget is looked at as events come
+    assert [hub.ring_of(sid) is not None for sid in ("CA1", "CA2", "CA3")] == [False, True, True]
+    assert hub.statistics().ended_calls == 2
+
+
 async def test_resume_across_calls_is_at_least_once_never_a_gap():
     hub = LiveHub(ring_events=2)
     hub.publish(event("CA1", 1))
@@ -393,3 +411,22 @@ async def test_a_quiet_stream_sends_a_comment_every_heartbeat(autojump_clock):
     with pytest.raises(StopAsyncIteration):  # a one-call stream ends at call_ended
         await stream.__anext__()
     assert hub.statistics().subscribers == 0
+
+
+def test_serve_says_who_may_read_and_never_prints_the_token():
+    from tests.test_cli import _free_port
+    from tests.test_security_cli import _serve, _stop
+
+    port = _free_port()
+    server, lines = _serve("--port", str(port), env={"EARPIECE_API_TOKEN": TOKEN})
+    try:
+        refused = httpx.get(f"http://127.0.0.1:{port}/calls")
+        allowed = httpx.get(f"http://127.0.0.1:{port}/calls", headers={"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        rest = _stop(server)
+    open_server, open_lines = _serve("--port", str(_free_port()))
+    _stop(open_server)
+    assert "live-routes=token required" in "".join(lines)
+    assert "live-routes=loopback only" in "".join(open_lines)
+    assert (refused.status_code, allowed.status_code, allowed.json()) == (401, 200, [])
+    assert TOKEN not in "".join(lines) + rest + refused.text + allowed.text

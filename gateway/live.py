@@ -246,6 +246,9 @@ class LiveHub:
                           kind == "transcript" and event.get("kind") == "partial",
                           render_frame(event, call_sid, seq))
         ring = self._rings.get(call_sid)
+        if ring is not None and kind == "call_started" and ring.ended_at is not None:
+            self._forget_ended(call_sid)  # a new stream of the same call: its seq starts again
+            ring = None
         if ring is None:
             ring = self._rings[call_sid] = CallRing(call_sid, deque(maxlen=self.ring_events))
         entries = ring.entries
@@ -284,13 +287,16 @@ class LiveHub:
     def _expire(self, now: float) -> None:
         ended = self._ended
         while ended:
-            call_sid, (at, size) = next(iter(ended.items()))
+            call_sid, (at, _) = next(iter(ended.items()))
             if (now - at < self.ended_retention and len(ended) <= self.max_ended_calls
                     and self._ended_bytes <= self.max_ended_bytes):
                 break
-            del ended[call_sid]
-            self._ended_bytes -= size
-            self._rings.pop(call_sid, None)
+            self._forget_ended(call_sid)
+
+    def _forget_ended(self, call_sid: str) -> None:
+        _, size = self._ended.pop(call_sid)
+        self._ended_bytes -= size
+        del self._rings[call_sid]
 
     # --- reading ----------------------------------------------------------------------
 

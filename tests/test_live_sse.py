@@ -382,6 +382,15 @@ async def test_ended_calls_are_held_within_a_byte_budget_oldest_dropped_first():
     assert hub.statistics().ended_calls == 2
 
 
+async def test_a_new_stream_of_an_ended_call_starts_a_new_ring():
+    hub = LiveHub()
+    hub.publish(event("CA1", 1, "call_started"))
+    hub.publish(event("CA1", 2, "call_ended", reason="stop"))
+    hub.publish(event("CA1", 1, "call_started", stream_sid="MZ2"))
+    assert not hub.ended("CA1") and [e.type for e in hub.backlog(call_sid="CA1", replay=True)] == ["call_started"]
+    assert hub.statistics().ended_calls == 0
+
+
 async def test_resume_across_calls_is_at_least_once_never_a_gap():
     hub = LiveHub(ring_events=2)
     hub.publish(event("CA1", 1))

@@ -169,7 +169,6 @@ function callFor(sid) {
   transcript.setAttribute("aria-live", "polite");
   transcript.setAttribute("aria-label", "Transcript of " + sid);
   const partial = el("p", "partial");
-  partial.setAttribute("aria-label", "What the caller is saying now");
   const digits = el("p", "digits");
   digits.hidden = true;
   card.append(head, facts, transcript, partial, digits);
@@ -204,7 +203,12 @@ function setProvider(call, name, state) {
 function handle(event) {
   const sid = event.call_sid;
   if (!sid) return;
-  const call = callFor(sid);
+  let call = callFor(sid);
+  if (event.type === "call_started" && call.ended) { // a new stream of the same call
+    call.el.remove();
+    calls.delete(sid);
+    call = callFor(sid);
+  }
   if (typeof event.seq === "number") {
     if (event.seq <= call.seq) return; // seen already (a replay after a reconnect)
     call.seq = event.seq;

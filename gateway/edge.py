@@ -46,6 +46,11 @@ log = logging.getLogger("earpiece.gateway")
 MAX_HEAD = 16 * 1024  # bytes of request line + headers; h11's (and so Hypercorn's) limit
 HEAD_TIMEOUT = 10.0  # seconds for a new connection's request head to arrive
 ACCEPT_ERRORS_PAUSE = 0.1  # seconds to back off when accept fails for lack of resources
+#: seconds a peer may leave what we sent unacknowledged, or its receive window shut,
+#: before the kernel aborts the connection: Hypercorn's sends are shielded from
+#: cancellation, so a live-events reader that stops reading would otherwise hold its
+#: task, and the gateway's shutdown, for as long as it stays connected
+PEER_STALL_TIMEOUT = 30.0
 
 
 class StreamUpgrade:
@@ -164,6 +169,8 @@ class Edge:
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(PEER_STALL_TIMEOUT * 1000))
                 connections.start_soon(self.handle, sock, ssl_context)
 
     async def handle(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 import trio
 
+from gateway import edge
 from gateway.access import ReadAccess, is_loopback_client
 from gateway.live import HEARTBEAT, EventId, LiveHub, parse_event_id, sse_stream
 from gateway.simulator import simulate_call
@@ -275,9 +276,12 @@ async def test_a_reader_that_went_away_frees_its_subscription():
     assert hub.statistics().subscribers_dropped == 0
 
 
-async def test_a_reader_that_stops_reading_is_dropped_and_calls_go_on():
+async def test_a_reader_that_stops_reading_is_dropped_and_calls_go_on(monkeypatch):
     """A raw socket asks for /events and never reads again; a second reader keeps up.
-    Calls with a commit every 40 ms fill the stalled reader's socket, then its queue."""
+    Calls with a commit every 40 ms fill the stalled reader's socket, then its queue.
+    The stalled connection stays open: the gateway still shuts down (the kernel aborts a
+    connection whose peer leaves its window shut past ``PEER_STALL_TIMEOUT``)."""
+    monkeypatch.setattr(edge, "PEER_STALL_TIMEOUT", 2.0)
     provider, sink = ScriptedProvider(partial_ms=20, commit_ms=40, record=False), ListSink()
     with trio.fail_after(3 * LIMIT):
         async with running_gateway(provider, [sink]) as gw:
@@ -304,7 +308,7 @@ async def test_a_reader_that_stops_reading_is_dropped_and_calls_go_on():
                 await good.wait_for(lambda evs: sum(e["event"] == "call_ended" for e in evs) == ended)
                 readers.cancel_scope.cancel()
             stats = hub.statistics()
-            stalled.close()
+        stalled.close()  # only now: the gateway above stopped with it still connected
     assert stats.subscribers_dropped == 1 and stats.partials_dropped > 0
     # the calls never noticed: every one complete, nothing dropped, every commit there
     ends = [e for e in sink.events if e["type"] == "call_ended"]

@@ -386,6 +386,21 @@ async def test_ended_calls_are_held_within_a_byte_budget_oldest_dropped_first():
     assert hub.statistics().ended_calls == 2
 
 
+async def test_the_hub_is_a_sink_writer_too():
+    """The sink runtime feeds batches through ``write``; ``aclose`` ends every stream."""
+    hub = LiveHub()
+    stream = sse_stream(hub)
+    await stream.__anext__()  # subscribed
+    await hub.write([event("CA1", 1, "call_started"), event("CA1", 2, kind="committed")])
+    frames = await stream.__anext__()
+    assert [block.split(b"\n")[0] for block in frames.split(b"\n\n") if block] == [b"id: CA1:1", b"id: CA1:2"]
+    await hub.aclose()
+    assert (await stream.__anext__()).startswith(b": stream closed")
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    assert hub.name == "live" and hub.statistics().subscribers == 0
+
+
 async def test_a_new_stream_of_an_ended_call_starts_a_new_ring():
     hub = LiveHub()
     hub.publish(event("CA1", 1, "call_started"))

@@ -48,6 +48,7 @@ SUBSCRIBER_QUEUE = 256  # events waiting for one reader before it loses partials
 ENDED_RETENTION = 60.0  # seconds an ended call's ring stays for late readers and resumes
 MAX_ENDED_CALLS = 1000  # ended calls held at once, whatever their age
 MAX_ENDED_BYTES = 32 * 1024 * 1024  # SSE frames of ended calls held at once, whatever their age
+SEND_BATCH = 256  # events per write to a reader's connection
 HEARTBEAT = 15.0  # seconds between keep-alive comments on a quiet stream (proxies close idle ones)
 MAX_SID_CHARS = 64
 
@@ -410,10 +411,11 @@ async def sse_stream(hub: LiveHub, *, call_sid: str | None = None, after: EventI
         yield b"retry: 2000\n: earpiece live events\n\n"
         pending = backlog
         while True:
-            if pending:
-                yield b"".join(entry.frame for entry in pending)
-                if subscription.call_sid is not None and any(e.type == "call_ended" for e in pending):
-                    return
+            # a long backlog goes out in pieces, each send a checkpoint for the calls
+            for start in range(0, len(pending), SEND_BATCH):
+                yield b"".join(entry.frame for entry in pending[start:start + SEND_BATCH])
+            if subscription.call_sid is not None and any(e.type == "call_ended" for e in pending):
+                return
             with trio.move_on_after(heartbeat) as quiet:
                 pending = await subscription.next_batch()
             if quiet.cancelled_caught:

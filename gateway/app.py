@@ -19,8 +19,11 @@ from actors.ports import Sink
 from providers.base import SttProvider
 from providers.twilio import TwilioLimits
 
+from .access import ReadAccess
 from .calls import CallRegistry
 from .config import Settings
+from .live import LiveHub
+from .live_routes import install_live_routes
 from .security import (
     TwilioSignatureValidator,
     check_request,
@@ -52,6 +55,11 @@ class Gateway:
         self.settings = settings
         self.provider = provider
         self.sinks = list(sinks)
+        # --- live read routes: every call's events also feed the SSE hub (gateway/live.py)
+        self.live = LiveHub()
+        self.read_access = ReadAccess(settings.api_token)
+        self.sinks.append(self.live.feed)
+        # ---
         self.registry = CallRegistry(settings.max_calls)
         token = twilio_auth_token or settings.twilio_auth_token
         #: None: requests are not checked (no token configured)
@@ -167,4 +175,5 @@ class Gateway:
             why = registry.why_not_ready()
             return Response(f"not ready: {why}\n", status=503, content_type="text/plain")
 
+        install_live_routes(app, gateway)  # /calls, /events, /calls/<sid>/events, the dashboard at /
         return app

@@ -170,9 +170,10 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
                 gc.freeze()
-                log.info("earpiece on %s provider=%s sinks=%s signatures=%s", ", ".join(binds),
+                log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                          provider.name, ",".join(settings.sinks),
-                         "required" if settings.twilio_auth_token else "NOT checked")
+                         "required" if settings.twilio_auth_token else "NOT checked",
+                         gateway.read_access.describe())
 
     trio.run(main)
     return 0

@@ -12,7 +12,8 @@ Limits (all flags, all with ``EARPIECE_`` variables; defaults chosen for a phone
 =============================== ========= =================================================
 
 ``TWILIO_AUTH_TOKEN`` (environment only) turns on ``X-Twilio-Signature`` checks; it is
-held with ``repr=False`` and never rendered.
+held with ``repr=False`` and never rendered.  ``EARPIECE_API_TOKEN`` (environment only)
+guards the live read routes (``gateway/access.py``); held the same way.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ class Settings:
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
     twilio_auth_token: str | None = attrs.field(default=None, repr=False)
+    #: ``EARPIECE_API_TOKEN``: set means the live read routes need it (gateway/access.py)
+    api_token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
@@ -178,4 +181,5 @@ class Settings:
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            api_token=env.get("EARPIECE_API_TOKEN") or None,
         )

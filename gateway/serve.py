@@ -99,6 +99,7 @@ async def serve_gateway(
         await trigger()
         log.info("shutting down: draining %d call(s) for up to %g s", len(gateway.registry.calls), grace)
         await gateway.registry.drain(grace)
+        gateway.live.close()  # live readers got every call_ended; end their streams
 
     config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,
                               certfile=settings.certfile, keyfile=settings.keyfile)

@@ -21,6 +21,8 @@ from providers.twilio import TwilioLimits
 
 from .calls import CallRegistry
 from .config import Settings
+from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics, multiprocess_dir, read_refusal
+from .overload import OverloadGuard
 from .security import (
     TwilioSignatureValidator,
     check_request,
@@ -53,6 +55,10 @@ class Gateway:
         self.provider = provider
         self.sinks = list(sinks)
         self.registry = CallRegistry(settings.max_calls)
+        #: GET /metrics (gateway.metrics); summed over workers when they share a directory
+        self.metrics = GatewayMetrics(multiprocess_dir())
+        #: load shedding, and the event loop's busy ratio for /metrics; run by serve_gateway
+        self.overload = OverloadGuard(self.registry, settings.max_lag, settings.max_busy)
         token = twilio_auth_token or settings.twilio_auth_token
         #: None: requests are not checked (no token configured)
         self.validator = TwilioSignatureValidator(token) if token else None
@@ -73,7 +79,7 @@ class Gateway:
         self.refused_requests = 0
         self.stream_endpoint = TwilioStreamEndpoint(
             provider, self.sinks, self.registry, self.call_config,
-            authorize=self._authorize_stream if self.validator is not None else None)
+            authorize=self._authorize_stream if self.validator is not None else None, metrics=self.metrics)
         self.http = self._build_http_app()
 
     def __repr__(self) -> str:
@@ -129,8 +135,10 @@ class Gateway:
         async def voice() -> Response:
             form, refused = await gateway._twilio_request()
             if refused is not None:
+                gateway.metrics.call_refused("signature")
                 return refused
             if not gateway.registry.ready:
+                gateway.metrics.call_refused(gateway.registry.refusal_reason())
                 log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
                             gateway.registry.why_not_ready())
                 return Response(reject_twiml("busy"), content_type="text/xml")
@@ -166,5 +174,15 @@ class Gateway:
                 return Response("ready\n", content_type="text/plain")
             why = registry.why_not_ready()
             return Response(f"not ready: {why}\n", status=503, content_type="text/plain")
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            client = request.scope.get("client")
+            refusal = read_refusal(request.scope.get("headers", []), client[0] if client else None,
+                                   gateway.settings.api_token)
+            if refusal is not None:
+                return Response(refusal[1], status=refusal[0], content_type="text/plain")
+            gateway.metrics.refresh(gateway.overload.busy)
+            return Response(gateway.metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
         return app

@@ -3,6 +3,7 @@ named series holds what the calls' own events say, read with prometheus-client's
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -215,3 +216,20 @@ def test_without_a_token_only_loopback_clients_may_read():
     assert read_refusal([], "203.0.113.7", None)[0] == 403
     assert read_refusal([(b"authorization", b"Bearer t")], "203.0.113.7", "t") is None
     assert read_refusal([(b"authorization", b"Bearer t")], "127.0.0.1", "u")[0] == 401
+
+
+async def test_the_metrics_port_serves_metrics_alone_on_loopback():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(CALL_LIMIT):
+        async with serving(ScriptedProvider(), [], metrics_port=port, api_token="t0k") as gw, \
+                httpx.AsyncClient() as http:
+            await simulate_call(gw.ws_url, tone(1000), fast=True)
+            await wait_idle(gw.gateway.registry)
+            url = f"http://127.0.0.1:{port}"
+            scraped = await http.get(url + "/metrics", headers={"Authorization": "Bearer t0k"})
+            refused = await http.get(url + "/metrics")
+            other = await http.get(url + "/readyz", headers={"Authorization": "Bearer t0k"})
+    assert (scraped.status_code, refused.status_code, other.status_code) == (200, 401, 404)
+    assert value(parse(scraped.text), "earpiece_calls_total", reason="stop") == 1

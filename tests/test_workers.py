@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -121,6 +122,12 @@ def without_time(event: dict[str, Any], call_sid: str) -> bytes:
         ("MZ" + call_sid[2:]).encode(), b"MZ")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 async def reference_lines(ms: int) -> list[bytes]:
     """What one call of ``ms`` of audio gives on a gateway nobody disturbs (in process)."""
     sink = ListSink()
@@ -146,8 +153,9 @@ async def call(url: str, n: int, ms: int, results: dict[str, Any], fast: bool = 
 
 async def test_two_workers_share_the_calls_and_a_killed_one_costs_only_its_own(tmp_path, capsys):
     expected = await reference_lines(3000)
+    metrics_port = free_port()
     with trio.fail_after(TEST_LIMIT):
-        async with gateway_tree(tmp_path) as tree:
+        async with gateway_tree(tmp_path, "--metrics-port", str(metrics_port)) as tree:
             victim = tree.worker_pids()[0]
             results: dict[str, Any] = {}
             async with trio.open_nursery() as calls:
@@ -165,6 +173,10 @@ async def test_two_workers_share_the_calls_and_a_killed_one_costs_only_its_own(t
             async with trio.open_nursery() as calls:
                 for n in range(101, 121):  # 20 short calls after the restart
                     calls.start_soon(call, tree.ws_url, n, 1000, after, True)
+            async with httpx.AsyncClient() as http:  # the parent's port, and the main port (either worker) twice
+                scrapes = [(await http.get(url)).text for url in (
+                    f"http://127.0.0.1:{metrics_port}/metrics", tree.http_url + "/metrics",
+                    tree.http_url + "/metrics")]
             tree.process.send_signal(signal.SIGTERM)
             assert await tree.process.wait() == 0
 
@@ -192,6 +204,12 @@ async def test_two_workers_share_the_calls_and_a_killed_one_costs_only_its_own(t
     assert replacement in {ended_by[sid] for sid in later}
     assert Counter(e["reason"] for e in events if e["type"] == "call_ended" and e["call_sid"] in later) == {
         "stop": 20}
+    # every scrape sums over the workers: the calls every worker ended, none live
+    stops = sum(e["type"] == "call_ended" and e["reason"] == "stop" for e in events)
+    assert stops == len(survived) + 20
+    for text in scrapes:
+        assert f'earpiece_calls_total{{reason="stop"}} {stops}.0' in text, text
+        assert "earpiece_calls_active 0.0" in text
     with capsys.disabled():
         print(f"\n40 calls: {len(killed)} on the killed worker (cut off), {len(survived)} on the other (whole); "
               f"after the restart {sum(ended_by[sid] == replacement for sid in later)}/20 on the new worker")

@@ -49,6 +49,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -128,6 +129,18 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listening on {port} after {timeout:g} s")
+
+
+def wait_workers(log: Path, count: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until ``count`` workers of ``earpiece serve --workers`` logged that they listen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode} before its workers listened")
+        if len(re.findall(r"earpiece\[\d+\]: earpiece on", log.read_text(errors="replace"))) >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} workers not listening after {timeout:g} s")
 
 
 def fake_stats(port: int) -> dict[str, Any]:
@@ -220,6 +233,9 @@ def run_level(system: str, template: str, calls: int, args: argparse.Namespace, 
     spies: list[subprocess.Popen] = []
     try:
         wait_port(port, gateway)
+        workers = re.search(r"--workers (\d+)", " ".join(argv))
+        if workers and int(workers.group(1)) > 1:  # the parent listens at once; its workers take a while
+            wait_workers(rundir / f"{tag}.gateway.log", int(workers.group(1)), gateway)
         time.sleep(args.settle)
         row["rss_rest_kib"] = rss_kib(gateway.pid)
         start_at = time.monotonic() + 1.0

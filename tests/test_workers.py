@@ -289,3 +289,53 @@ async def test_a_second_sigterm_ends_the_calls_at_once(tmp_path):
     assert sorted(e["call_sid"] for e in ended) == sorted(call_ids(n)[0] for n in range(1, 5))
     assert {e["reason"] for e in ended} == {"shutdown"}
     assert all(e["audio_ms"] < 20_000 and e["dropped_ms"] == 0 for e in ended)
+
+
+def process_gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped by whoever adopted it counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+async def test_workers_whose_parent_died_drain_their_calls_and_exit(tmp_path):
+    with trio.fail_after(TEST_LIMIT):
+        async with gateway_tree(tmp_path, "--drain-grace", "2") as tree:
+            workers = list(tree.worker_pids().values())
+            results: dict[str, Any] = {}
+            async with trio.open_nursery() as calls:
+                for n in range(1, 5):
+                    calls.start_soon(call, tree.ws_url, n, 60_000, results)
+                while len({e["call_sid"] for e in tree.events() if e["type"] == "call_started"}) < 4:
+                    await trio.sleep(0.05)
+                tree.process.kill()  # SIGKILL: no chance to forward anything
+            while not all(map(process_gone, workers)):
+                await trio.sleep(0.1)
+    ended = [e for e in tree.events() if e["type"] == "call_ended"]
+    assert sorted(e["call_sid"] for e in ended) == sorted(call_ids(n)[0] for n in range(1, 5))
+    assert {e["reason"] for e in ended} == {"shutdown"} and all(e["dropped_ms"] == 0 for e in ended)
+    assert sum("the supervising parent" in line and "is gone: draining" in line for line in tree.lines) == 2
+
+
+async def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(tmp_path):
+    # the parent checks the spec; only a worker opens the sink, and this one cannot
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", "0", "--provider",
+               "scripted", "--sink", f"jsonl:{tmp_path / 'missing' / 'events.jsonl'}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EARPIECE_", "PROMETHEUS_"))}
+    with trio.fail_after(TEST_LIMIT):
+        process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                                   env=env, cwd=str(Path(__file__).parent.parent))
+        tree = GatewayTree(process, tmp_path / "unused")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tree.read_stderr)
+            pauses = await tree.wait_for(r"worker 0 \(pid \d+\) died \(exit status 2\).*restarting in ([\d.]+) s",
+                                         count=3)
+            process.send_signal(signal.SIGTERM)
+            status = await process.wait()
+            nursery.cancel_scope.cancel()
+        assert process.stderr is not None
+        await process.stderr.aclose()
+    assert [float(m.group(1)) for m in pauses] == [0.5, 1.0, 2.0]
+    assert status == 0

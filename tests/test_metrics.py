@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.stats import ARRIVALS_KEPT, ArrivalClock, CallStats
 from gateway.app import Gateway
-from gateway.calls import wait_idle
+from gateway.calls import CallRegistry, wait_idle
 from gateway.config import Settings
 from gateway.metrics import GatewayMetrics, read_refusal
 from gateway.serve import serve_gateway
@@ -233,3 +233,32 @@ async def test_the_metrics_port_serves_metrics_alone_on_loopback():
             other = await http.get(url + "/readyz", headers={"Authorization": "Bearer t0k"})
     assert (scraped.status_code, refused.status_code, other.status_code) == (200, 401, 404)
     assert value(parse(scraped.text), "earpiece_calls_total", reason="stop") == 1
+
+
+async def test_each_refusal_is_counted_with_its_reason():
+    """Unsigned requests (signature), then the webhook while draining; overload and
+    max_calls come from the same ``refusal_reason`` (max_calls end to end above)."""
+    with trio.fail_after(CALL_LIMIT):
+        async with serving(ScriptedProvider(), [], twilio_auth_token="tw-token") as gw, httpx.AsyncClient() as http:
+            unsigned = await http.post(gw.http_url + "/twilio/voice", data={"CallSid": call_ids(1)[0]})
+            with pytest.raises(trio_websocket.HandshakeError):
+                await simulate_call(gw.ws_url, tone(200), fast=True)  # no X-Twilio-Signature on the upgrade
+            gw.gateway.validator = None  # from here on the refusals are about capacity
+            gw.gateway.registry.draining = True  # what a SIGTERM sets
+            draining = await http.post(gw.http_url + "/twilio/voice", data={"CallSid": call_ids(3)[0]})
+            ready = await http.get(gw.http_url + "/readyz")
+            m = parse((await http.get(gw.http_url + "/metrics")).text)
+    assert unsigned.status_code == 403 and 'Reject reason="busy"' in draining.text and ready.status_code == 503
+    assert series(m, "earpiece_calls_refused_total") == {
+        frozenset({("why", "signature")}): 2.0, frozenset({("why", "draining")}): 1.0}
+
+
+def test_the_refusal_reason_names_what_stops_admission_first():
+    registry = CallRegistry(max_calls=1)
+    assert registry.refusal_reason() == ""
+    registry.overloaded = True
+    assert registry.refusal_reason() == "overload"
+    registry.max_calls = 0
+    assert registry.refusal_reason() == "max_calls"
+    registry.draining = True
+    assert registry.refusal_reason() == "draining"

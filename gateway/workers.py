@@ -110,6 +110,8 @@ class Supervisor:
                 start_new_session=True)
             self.processes[index] = process
             log.info("worker %d started (pid %d)", index, process.pid)
+            if self.stopping:  # the signal came while it was being started: it was not forwarded to it
+                process.send_signal(signal.SIGTERM)
             try:
                 status = await process.wait()
             finally:

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="bind port (8080)")
     serve.add_argument("--certfile", help="PEM certificate chain: serve HTTPS/WSS without a TLS proxy")
     serve.add_argument("--keyfile", help="PEM private key (unencrypted) for --certfile")
+    serve.add_argument("--workers", help="gateway processes on the port, N or auto (cores); --max-calls is per worker (1)")
+    serve.add_argument("--drain-grace", dest="drain_grace",
+                       help="seconds live calls may go on after SIGTERM/SIGINT before they are ended (300)")
+    serve.add_argument("--metrics-port", dest="metrics_port", help="also serve GET /metrics alone on 127.0.0.1:P")
 
     demo = sub.add_parser("demo", help="transcribe a sample call offline, end to end")
     demo.add_argument("wav", nargs="?", help="any PCM WAV (default: the bundled sample call)")
@@ -122,18 +126,19 @@ class _JsonFormatter(logging.Formatter):
         import orjson
 
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
+                 "logger": record.name, "pid": record.process, "message": record.getMessage()}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
-def _setup_logging(level: int, log_format: str = "text") -> None:
+def _setup_logging(level: int, log_format: str = "text", worker: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:  # a worker of --workers N says which process it is
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s"
+                                               + ("[%(process)d]" if worker else "") + ": %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
 
 
@@ -141,11 +146,21 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .app import Gateway
     from .serve import check_port_free, check_tls_files, serve_gateway
     from .sinks import open_sinks
+    from .workers import WORKER_FD_ENV, run_workers
 
     settings, provider, fallbacks = configure_chain(args, env)
     check_tls_files(settings.certfile, settings.keyfile)
-    check_port_free(settings.host, settings.port)
-    _setup_logging(logging.INFO, settings.log_format)
+    # A worker of --workers N listens on the socket its parent bound and passed on.
+    listen_fd = int(env[WORKER_FD_ENV]) if env.get(WORKER_FD_ENV) else None
+    if listen_fd is None:
+        check_port_free(settings.host, settings.port)
+        if settings.metrics_port is not None:
+            check_port_free("127.0.0.1", settings.metrics_port)
+    else:
+        settings = attrs.evolve(settings, metrics_port=None)  # the parent serves it, for every worker
+    _setup_logging(logging.INFO, settings.log_format, worker=listen_fd is not None)
+    if settings.workers > 1:
+        return run_workers(settings, getattr(args, "argv", ["serve"]), env)
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)
@@ -160,12 +175,25 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
             async def signalled() -> None:
+                async with trio.open_nursery() as either:
+                    async def signal_came() -> None:
+                        async for _ in signals:
+                            either.cancel_scope.cancel()
+
+                    either.start_soon(signal_came)
+                    if listen_fd is not None:
+                        either.start_soon(_parent_gone, either.cancel_scope)
+
+            async def signalled_again() -> None:  # a second signal: end the live calls now
                 async for _ in signals:
+                    log.info("second signal: ending every live call now")
                     return
 
             async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
                 gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
-                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled))
+                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
+                                                    hurry_trigger=signalled_again, grace=settings.drain_grace,
+                                                    listen_fd=listen_fd))
                 # Everything loaded so far lives as long as the process: keep it out of
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
@@ -177,6 +205,15 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     trio.run(main)
     return 0
+
+
+async def _parent_gone(scope: trio.CancelScope) -> None:
+    """A worker whose supervising parent died drains and exits as on SIGTERM."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await trio.sleep(1.0)
+    log.warning("the supervising parent (pid %d) is gone: draining", parent)
+    scope.cancel()
 
 
 def _is_loopback(host: str) -> bool:
@@ -272,6 +309,7 @@ COMMANDS["calls"] = _cmd_calls
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --workers N workers run
     try:
         return COMMANDS[args.command](args, os.environ)
     except (ConfigError, SinkSpecError) as exc:

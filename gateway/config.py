@@ -19,6 +19,7 @@ guards the live read routes (``gateway/access.py``); held the same way.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -80,6 +81,27 @@ def _share(name: str, raw: str | float | None, default: float) -> float | None:
     return value
 
 
+def _workers(raw: object) -> int:
+    """``--workers N|auto``: auto is the number of cores this process may run on."""
+    if raw is None or str(raw).strip() == "":
+        return 1
+    if str(raw).strip() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    value = _positive_int("--workers", str(raw), 1) or 1
+    if value > 256:
+        raise ConfigError(f"--workers must be at most 256, not {value}")
+    return value
+
+
+def _metrics_port(raw: object) -> int | None:
+    if raw is None or str(raw).strip() == "":
+        return None
+    value = _positive_int("--metrics-port", str(raw), None)
+    if value is None or value > 65535:
+        raise ConfigError(f"--metrics-port must be a port number from 1 to 65535, not {raw!r}")
+    return value
+
+
 @attrs.frozen
 class Settings:
     host: str = "127.0.0.1"
@@ -106,7 +128,13 @@ class Settings:
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
     twilio_auth_token: str | None = attrs.field(default=None, repr=False)
-    #: ``EARPIECE_API_TOKEN``: set means the live read routes need it (gateway/access.py)
+    #: gateway processes on one port (--workers N|auto); --max-calls is per worker
+    workers: int = 1
+    #: seconds live calls may go on after SIGTERM/SIGINT before they are ended (--drain-grace)
+    drain_grace: float = 300.0
+    #: serve GET /metrics alone on 127.0.0.1:P as well (--metrics-port)
+    metrics_port: int | None = None
+    #: EARPIECE_API_TOKEN (environment only): Bearer token for the read routes (/metrics, ...)
     api_token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
@@ -181,5 +209,8 @@ class Settings:
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            workers=_workers(pick("workers")),
+            drain_grace=seconds("drain_grace", 300.0),
+            metrics_port=_metrics_port(pick("metrics_port")),
             api_token=env.get("EARPIECE_API_TOKEN") or None,
         )

@@ -25,7 +25,7 @@ from providers.errors import ProviderConfigError
 from providers.registry import available_providers, create_provider
 
 from .config import ConfigError, Settings
-from .sinks import SinkSpecError, parse_sink_spec
+from .sinks import SinkSpecError, check_sink_spec
 
 __all__ = ["main", "build_parser", "configure"]
 
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", help="STT provider (local)")
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
-    parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
+    parser.add_argument("--sink", action="append",
+                        help="stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
+                             "python:module:callable, each with ?types=… (repeatable)")
+    parser.add_argument("--sink-flush-timeout", dest="sink_flush_timeout",
+                        help="seconds each sink gets at shutdown to deliver what it holds (5)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
     parser.add_argument("--max-lag", dest="max_lag",
                         help="also refuse new calls while the median call is this many seconds behind real time (off)")
@@ -102,7 +106,7 @@ def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
     """``configure``, also returning the ``--fallback`` providers it created (in order)."""
     settings = Settings.from_sources(vars(args), env)
     for spec in settings.sinks:
-        parse_sink_spec(spec)
+        check_sink_spec(spec)
     try:
         provider = create_provider(settings.provider, env)
         fallbacks = tuple(create_provider(name, env) for name in settings.fallback)
@@ -159,15 +163,16 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 async for _ in signals:
                     return
 
-            async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
-                gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
+            async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
+                    trio.open_nursery() as nursery:
+                gateway = Gateway(settings, provider, [hub], fallbacks=fallbacks)
                 binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled))
                 # Everything loaded so far lives as long as the process: keep it out of
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
                 gc.freeze()
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s", ", ".join(binds),
-                         provider.name, ",".join(settings.sinks),
+                         provider.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked")
 
     trio.run(main)

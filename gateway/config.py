@@ -105,6 +105,8 @@ class Settings:
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
     twilio_auth_token: str | None = attrs.field(default=None, repr=False)
+    #: seconds each sink gets at shutdown to deliver what it still holds
+    sink_flush_timeout: float = 5.0
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
@@ -123,7 +125,9 @@ class Settings:
             raise ConfigError(f"--port must be at most 65535, not {port}")
         sinks_raw = flags.get("sink") or env.get("EARPIECE_SINKS")
         if isinstance(sinks_raw, str):
-            sinks = tuple(s.strip() for s in sinks_raw.split(",") if s.strip())
+            from .sinks import split_sink_list  # a comma inside types= is not a new sink
+
+            sinks = split_sink_list(sinks_raw)
         else:
             sinks = tuple(sinks_raw or ("stdout",))
         fallback_raw = pick("fallback")
@@ -178,4 +182,5 @@ class Settings:
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            sink_flush_timeout=seconds("sink_flush_timeout", 5.0),
         )

@@ -87,6 +87,8 @@ def split_sink_list(raw: str, kinds: Iterable[str] | None = None) -> tuple[str, 
     specs: list[str] = []
     current = ""
     for piece in raw.split(","):
+        if not piece.strip():  # ", ," : nothing between two commas
+            continue
         match = _SCHEME.match(piece.strip())
         if current and match and match.group(1) in known:
             specs.append(current)

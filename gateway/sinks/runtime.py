@@ -93,6 +93,7 @@ class _Lane:
         self._arrivals = 0
         self.wakeup = trio.Event()
         self.closing = False
+        self.scope = trio.CancelScope(shield=True)
         self.delivered = 0
         self.dropped_partials = 0
         self.dropped_other = 0
@@ -178,6 +179,7 @@ class SinkHub:
         self._batch_limit = batch_limit
         self._flush_timeout = flush_timeout
         self._closed = False
+        self._closing = trio.Event()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -199,17 +201,28 @@ class SinkHub:
         return tuple(lane.statistics() for lane in self._lanes)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run every lane until ``close()``, then flush each within ``flush_timeout``."""
+        """Run every lane until ``close()`` (or cancellation, which closes too), then
+        give each ``flush_timeout`` to deliver what it holds."""
         async with trio.open_nursery() as nursery:
             for lane in self._lanes:
                 nursery.start_soon(self._run_lane, lane, name=f"sink {lane.name}")
             task_status.started()
+            try:
+                await self._closing.wait()
+            finally:
+                self.close()
 
     def close(self) -> None:
-        """Stop taking events; lanes flush what they hold and end."""
+        """Stop taking events; each lane delivers what it holds within ``flush_timeout``
+        (counted as dropped beyond it) and closes its writer."""
+        if self._closed:
+            return
         self._closed = True
+        self._closing.set()
+        deadline = trio.current_time() + self._flush_timeout
         for lane in self._lanes:
             lane.closing = True
+            lane.scope.deadline = deadline
             lane.wakeup.set()
 
     async def _run_lane(self, lane: _Lane) -> None:
@@ -217,34 +230,30 @@ class SinkHub:
             async with contextlib.AsyncExitStack() as stack:
                 if isinstance(lane.writer, contextlib.AbstractAsyncContextManager):
                     await stack.enter_async_context(lane.writer)
-                await self._deliver(lane)
+                # Shielded until close() gives it a deadline: a cancelled server still
+                # hands its sinks what the calls produced, within the bound.
+                with lane.scope:
+                    await self._deliver(lane)
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + self._flush_timeout):
+                    await lane.writer.aclose()
+        except Exception:
+            log.exception("sink %s failed to start or close", lane.name)
         finally:
-            # Flush and close run shielded: a cancelled server still hands its sinks
-            # what the calls produced, within the bound.
-            with trio.CancelScope(shield=True):
-                left = lane.drop_rest()
-                if left:
-                    log.warning("sink %s: %d events still queued after %.1f s at shutdown were dropped",
-                                lane.name, left, self._flush_timeout)
-                lane.report(force=True)
+            left = lane.drop_rest()
+            if left:
+                log.warning("sink %s: %d events still queued after %.1f s at shutdown were dropped",
+                            lane.name, left, self._flush_timeout)
+            lane.report(force=True)
 
     async def _deliver(self, lane: _Lane) -> None:
-        try:
-            while not lane.closing:
-                if not len(lane):
-                    await lane.wakeup.wait()
-                    lane.wakeup = trio.Event()
-                    continue
+        while True:
+            if len(lane):
                 await self._write(lane, lane.take(self._batch_limit))
-        finally:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._flush_timeout):
-                while len(lane):
-                    await self._write(lane, lane.take(self._batch_limit))
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._flush_timeout):
-                try:
-                    await lane.writer.aclose()
-                except Exception:
-                    log.exception("sink %s: closing failed", lane.name)
+            elif lane.closing:
+                return
+            else:
+                await lane.wakeup.wait()
+                lane.wakeup = trio.Event()
 
     async def _write(self, lane: _Lane, batch: list[Event]) -> None:
         try:

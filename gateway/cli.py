@@ -1,4 +1,4 @@
-"""``earpiece``: serve | demo | call | providers.
+"""``earpiece``: serve | demo | call | providers | tail.
 
 Bad configuration exits with status 2 and one line on stderr saying what to fix.
 """
@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="customParameters entry (repeatable)")
 
     sub.add_parser("providers", help="list providers, their audio format and credentials")
+
+    tail = sub.add_parser("tail", help="print the events of the redis:// sink's stream, as the stdout sink does")
+    tail.add_argument("url", metavar="redis://HOST:PORT[/DB][?stream=NAME]")
+    tail.add_argument("--group", help="read as this consumer group (created at --from if missing), acknowledging "
+                                      "what was printed")
+    tail.add_argument("--consumer", help="this reader's name in --group (earpiece-tail)")
+    tail.add_argument("--from", dest="start", metavar="ID",
+                      help="stream ID to start after: 0 (the default: everything kept) or $ (only new events)")
     return parser
 
 
@@ -258,7 +266,29 @@ def _cmd_providers(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers}
+def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .tail import tail_stream, tail_target
+
+    tail_target(args.url)  # a bad URL exits 2 before anything connects
+    if args.consumer and not args.group:
+        raise ConfigError("--consumer needs --group")
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(tail_stream, args.url, group=args.group, consumer=args.consumer,
+                                           start=args.start))
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+    _setup_logging(logging.WARNING)
+    trio.run(main)
+    return 0
+
+
+COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers,
+            "tail": _cmd_tail}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

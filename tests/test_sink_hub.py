@@ -259,3 +259,15 @@ async def test_third_party_kind_registered_as_an_entry_point(tmp_path, monkeypat
         await hub.emit(committed(1))
     assert writer.name == "demo:target-x" and [e["seq"] for e in writer.got] == [1]
     monkeypatch.delitem(sys.modules, "earpiece_demo_sink")
+
+
+def test_earpiece_sinks_variable_reaches_settings_split_at_sink_kinds_only():
+    from gateway.config import Settings
+
+    settings = Settings.from_sources({}, {"EARPIECE_SINKS": "jsonl:a.jsonl?types=transcript.committed,call_ended,"
+                                                            "stdout,redis://127.0.0.1:6379"})
+    assert settings.sinks == ("jsonl:a.jsonl?types=transcript.committed,call_ended", "stdout",
+                              "redis://127.0.0.1:6379")
+    assert parse_sink_spec(settings.sinks[0]).types == frozenset({"transcript.committed", "call_ended"})
+    flagged = Settings.from_sources({"sink": ["jsonl:b.jsonl?types=dtmf,call_ended"]}, {"EARPIECE_SINKS": "stdout"})
+    assert flagged.sinks == ("jsonl:b.jsonl?types=dtmf,call_ended",)

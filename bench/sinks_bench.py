@@ -87,6 +87,70 @@ def reader(url: str, report: Path) -> None:
         "max": round(max(lags), 1) if lags else None}}))
 
 
+def micro(calls: int, seconds: float, partial_ms: int, commit_ms: int, out: Path) -> dict[str, object]:
+    """CPU of the sinks alone, in-process: the events of ``calls`` live calls (a partial
+    every ``partial_ms``, a commit every ``commit_ms`` of audio) emitted at their real
+    rate into a hub, with no sink and with ``jsonl`` + ``redis`` (redis-server is
+    another process: its CPU is not counted).  Robust to other load on the machine:
+    ``time.process_time`` counts only this process."""
+    import trio
+
+    from actors.transcript_emitter import utc_timestamp
+    from gateway.sinks import open_sinks
+
+    port = free_port()
+    redis = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                   "--dir", str(out)], TOOLS_CORE, out / "redis-micro.log")
+    per_s = calls * (1000 / partial_ms + 1000 / commit_ms)
+    tick = 0.02
+    result: dict[str, object] = {"calls": calls, "seconds": seconds, "events_per_s": per_s}
+
+    async def run(specs: list[str]) -> tuple[float, object]:
+        seqs = [0] * calls
+        async with open_sinks(specs, {}) as hub:
+            t0 = time.process_time()
+            start_at = trio.current_time()
+            sent = 0
+            n = 0
+            while trio.current_time() - start_at < seconds:
+                due = int((trio.current_time() - start_at) * per_s)
+                while sent < due:
+                    call = sent % calls
+                    seqs[call] += 1
+                    kind = "committed" if seqs[call] % (commit_ms // partial_ms + 1) == 0 else "partial"
+                    await hub.emit({"type": "transcript", "kind": kind, "text": "hello can you hear me " * 2,
+                                    "call_sid": f"CA{call:032x}", "stream_sid": f"MZ{call:032x}", "seq": seqs[call],
+                                    "provider": "elevenlabs", "audio_start_ms": 1200, "audio_end_ms": 3400,
+                                    "emitted_at": utc_timestamp()})
+                    sent += 1
+                n += 1
+                await trio.sleep_until(start_at + n * tick)
+        return time.process_time() - t0, (sent, hub.statistics())
+
+    try:
+        wait_port(port, redis)
+        for name, specs in (("no sinks", []), ("jsonl + redis", [f"jsonl:{out / 'micro.jsonl'}",
+                                                                  f"redis://127.0.0.1:{port}/0?stream=micro"])):
+            cpu, (sent, stats) = trio.run(run, specs)
+            result[name] = {"cpu_s": round(cpu, 3), "events": sent,
+                            "us_per_event": round(1e6 * cpu / sent, 1),
+                            "cpu_ms_per_call_s": round(1000 * cpu / (calls * seconds), 3),
+                            "sinks": [attrs_dict(s) for s in stats]}
+            print(name, result[name], flush=True)
+    finally:
+        stop(redis, signal.SIGTERM)
+    base, with_sinks = result["no sinks"], result["jsonl + redis"]
+    result["added_cpu_ms_per_call_s"] = round(with_sinks["cpu_ms_per_call_s"] - base["cpu_ms_per_call_s"], 3)  # type: ignore[index]
+    result["added_us_per_event"] = round(
+        1e6 * (with_sinks["cpu_s"] - base["cpu_s"]) / with_sinks["events"], 1)  # type: ignore[index]
+    return result
+
+
+def attrs_dict(stats: object) -> dict[str, object]:
+    import attrs
+    return attrs.asdict(stats)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -97,7 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     read = sub.add_parser("reader")
     read.add_argument("url")
     read.add_argument("report")
+    parser.add_argument("--micro", action="store_true",
+                        help="only the in-process CPU of the sinks at the events rate of --calls calls")
+    parser.add_argument("--micro-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
+    if args.micro:
+        out = Path(args.out) if args.out else REPO / "bench" / "out" / f"sinks-micro-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        out.mkdir(parents=True, exist_ok=True)
+        result = micro(args.calls, args.micro_seconds, 500, 5000, out)
+        result["command"] = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+        (out / "micro.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k not in ("no sinks", "jsonl + redis")}, indent=1))
+        return 0
     if args.role == "reader":
         reader(args.url, Path(args.report))
         return 0

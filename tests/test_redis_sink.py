@@ -228,3 +228,14 @@ def test_tail_refuses_what_is_not_a_redis_url():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "earpiece: error: tail reads a Redis Stream: expected redis://HOST:PORT[/DB][?stream=NAME], not 'jsonl:x.jsonl'"]
+
+
+def test_serve_refuses_a_bad_redis_spec_with_one_line_and_no_password():
+    import subprocess
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--provider", "scripted", "--port", "0",
+                             "--sink", "redis://:hunter2@127.0.0.1:6379?strem=x"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "earpiece: error: bad sink 'redis://:***@127.0.0.1:6379?strem=x': unknown option strem "
+        "(redis takes stream=, maxlen=, types=)"]

@@ -25,13 +25,14 @@ class RedisServer:
     """``start``/``kill``/``stop`` one redis-server; with ``aof`` every write is fsynced
     before its reply (``appendfsync always``), so what was acknowledged survives SIGKILL."""
 
-    def __init__(self, workdir: Path, aof: bool = False) -> None:
+    def __init__(self, workdir: Path, aof: bool = False, extra: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
         self.binary = binary
         self.workdir = workdir
         self.aof = aof
+        self.extra = extra
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "redis.log"
@@ -44,7 +45,7 @@ class RedisServer:
         persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.aof
                        else ["--appendonly", "no"])
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.workdir), "--protected-mode", "yes", *persistence]
+                "--dir", str(self.workdir), "--protected-mode", "yes", *persistence, *self.extra]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -54,7 +55,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
+                    if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass

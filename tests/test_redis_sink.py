@@ -150,6 +150,29 @@ async def test_an_event_redis_refuses_is_counted_as_failed_and_the_sink_goes_on(
         assert [int(e.field_values[b"seq"]) for e in await read_stream(redis_server.url)] == [1, 2]
 
 
+async def test_password_and_database_from_the_url_and_a_wrong_password_counted(tmp_path, caplog):
+    server = RedisServer(tmp_path, extra=("--requirepass", "s3cret"))
+    server.start()
+    try:
+        with trio.fail_after(LIMIT):
+            base = f"redis://:s3cret@127.0.0.1:{server.port}"
+            async with open_sinks([f"{base}/2?stream={STREAM}",
+                                   f"redis://:wrong@127.0.0.1:{server.port}/0?stream={STREAM}"], {}) as hub:
+                await hub.emit({"type": "dtmf", "digit": "1", "call_sid": "CA1", "seq": 1})
+            right, wrong = hub.statistics()
+            async with coredis.Redis.from_url(f"{base}/2") as client:
+                entries = await client.xrange(STREAM)
+            async with coredis.Redis.from_url(f"{base}/0") as client:
+                assert await client.xlen(STREAM) == 0
+    finally:
+        server.stop()
+    assert [e.field_values[b"seq"] for e in entries] == [b"1"]
+    assert (right.delivered, right.failed) == (1, 0)
+    assert (wrong.delivered, wrong.failed) == (0, 1)
+    assert "refused the connection setup" in caplog.text and "wrong" not in wrong.name
+    assert "s3cret" not in caplog.text and "s3cret" not in right.name
+
+
 async def test_two_consumers_in_one_group_see_every_event_once(redis_server, tmp_path):
     with trio.fail_after(LIMIT):
         async with open_sinks([f"{redis_server.url}?stream={STREAM}"], {}) as hub:

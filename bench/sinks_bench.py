@@ -50,7 +50,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def reader(url: str, report: Path) -> None:
+def reader(url: str, report: Path, stream: str = STREAM) -> None:
     """XREAD BLOCK from now on; on SIGTERM write {count, lag_ms percentiles} to ``report``."""
     import coredis
     import orjson
@@ -68,13 +68,13 @@ def reader(url: str, report: Path) -> None:
                 nursery.start_soon(stop_on_signal)
                 async with coredis.Redis.from_url(url) as client:
                     last = "$"
-                    newest = await client.xrevrange(STREAM, count=1)
+                    newest = await client.xrevrange(stream, count=1)
                     last = newest[0].identifier.decode() if newest else "0-0"
                     print("reading", flush=True)
                     while True:
-                        reply = await client.xread({STREAM: last}, count=1000, block=1000)
+                        reply = await client.xread({stream: last}, count=1000, block=1000)
                         now = time.time()
-                        for entry in (reply or {}).get(STREAM.encode(), ()):
+                        for entry in (reply or {}).get(stream.encode(), ()):
                             event = orjson.loads(entry.field_values[b"event"])
                             emitted = dt.datetime.strptime(event["emitted_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
                                 tzinfo=dt.UTC).timestamp()
@@ -91,7 +91,8 @@ def micro(calls: int, seconds: float, partial_ms: int, commit_ms: int, out: Path
     """CPU of the sinks alone, in-process: the events of ``calls`` live calls (a partial
     every ``partial_ms``, a commit every ``commit_ms`` of audio) emitted at their real
     rate into a hub, with no sink and with ``jsonl`` + ``redis`` (redis-server is
-    another process: its CPU is not counted).  Robust to other load on the machine:
+    another process: its CPU is not counted), and the delivery lag (``emitted_at`` →
+    read by a separate ``XREAD BLOCK`` process).  Robust to other load on the machine:
     ``time.process_time`` counts only this process."""
     import trio
 
@@ -127,8 +128,13 @@ def micro(calls: int, seconds: float, partial_ms: int, commit_ms: int, out: Path
                 await trio.sleep_until(start_at + n * tick)
         return time.process_time() - t0, (sent, hub.statistics())
 
+    lag_reader = None
     try:
         wait_port(port, redis)
+        lag_reader = start([sys.executable, __file__, "reader", f"redis://127.0.0.1:{port}/0", str(out / "micro-lag.json"),
+                            "--stream", "micro"], TOOLS_CORE, out / "micro-reader.log", stdout=subprocess.PIPE)
+        if lag_reader.stdout.readline().decode().strip() != "reading":  # type: ignore[union-attr]
+            raise RuntimeError("the lag reader did not start")
         for name, specs in (("no sinks", []), ("jsonl + redis", [f"jsonl:{out / 'micro.jsonl'}",
                                                                   f"redis://127.0.0.1:{port}/0?stream=micro"])):
             cpu, (sent, stats) = trio.run(run, specs)
@@ -138,7 +144,10 @@ def micro(calls: int, seconds: float, partial_ms: int, commit_ms: int, out: Path
                             "sinks": [attrs_dict(s) for s in stats]}
             print(name, result[name], flush=True)
     finally:
+        if lag_reader is not None:
+            stop(lag_reader, signal.SIGTERM)
         stop(redis, signal.SIGTERM)
+    result["delivery_lag"] = json.loads((out / "micro-lag.json").read_text())
     base, with_sinks = result["no sinks"], result["jsonl + redis"]
     result["added_cpu_ms_per_call_s"] = round(with_sinks["cpu_ms_per_call_s"] - base["cpu_ms_per_call_s"], 3)  # type: ignore[index]
     result["added_us_per_event"] = round(
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     read = sub.add_parser("reader")
     read.add_argument("url")
     read.add_argument("report")
+    read.add_argument("--stream", default=STREAM)
     parser.add_argument("--micro", action="store_true",
                         help="only the in-process CPU of the sinks at the events rate of --calls calls")
     parser.add_argument("--micro-seconds", type=float, default=20.0)
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if k not in ("no sinks", "jsonl + redis")}, indent=1))
         return 0
     if args.role == "reader":
-        reader(args.url, Path(args.report))
+        reader(args.url, Path(args.report), args.stream)
         return 0
     if shutil.which("redis-server") is None:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)

@@ -271,3 +271,21 @@ def test_earpiece_sinks_variable_reaches_settings_split_at_sink_kinds_only():
     assert parse_sink_spec(settings.sinks[0]).types == frozenset({"transcript.committed", "call_ended"})
     flagged = Settings.from_sources({"sink": ["jsonl:b.jsonl?types=dtmf,call_ended"]}, {"EARPIECE_SINKS": "stdout"})
     assert flagged.sinks == ("jsonl:b.jsonl?types=dtmf,call_ended",)
+
+
+async def test_a_sink_failing_every_batch_logs_once_per_interval_not_per_batch(autojump_clock, caplog):
+    class AlwaysRefused(ListWriter):
+        async def write(self, events: Sequence[Mapping[str, Any]]) -> None:
+            raise SinkDeliveryError("the endpoint said 400")
+
+    writer = AlwaysRefused("refused")
+    caplog.set_level(logging.WARNING, "earpiece.sinks")
+    async with open_sink_hub([(None, writer)], log_interval=10) as hub:
+        for seq in range(100):
+            await hub.emit(committed(seq))
+            await trio.sleep(0.01)  # one batch each: 100 failures within a second
+    assert hub.statistics()[0].failed == 100
+    details = [r for r in caplog.records if "gave up" in r.getMessage()]
+    counts = [r for r in caplog.records if "lost events" in r.getMessage()]
+    assert len(details) == 1 and len(counts) == 2  # the first, then the rest at shutdown
+    assert counts[-1].getMessage().endswith("totals 0/0/100")

@@ -101,6 +101,7 @@ class _Lane:
         self._log_interval = log_interval
         self._last_report = -float("inf")
         self._reported = (0, 0, 0)
+        self._last_failure_log = -float("inf")
 
     def __len__(self) -> int:
         return len(self._partials) + len(self._others)
@@ -156,6 +157,15 @@ class _Lane:
         self._reported = counts
         log.warning("sink %s lost events: %d partials and %d other events dropped (queue full at %d), "
                     "%d failed to deliver; totals %d/%d/%d", self.name, new[0], new[1], self.size, new[2], *counts)
+
+    def failure_worth_logging(self) -> bool:
+        """At most one detailed failure line (reason, traceback) per interval; the
+        counts still reach the log through ``report``."""
+        now = trio.current_time()
+        if now - self._last_failure_log < self._log_interval:
+            return False
+        self._last_failure_log = now
+        return True
 
     def statistics(self) -> SinkStatistics:
         return SinkStatistics(name=self.name, queued=len(self), delivered=self.delivered,
@@ -262,7 +272,8 @@ class SinkHub:
             lost = len(batch) if exc.lost is None else min(exc.lost, len(batch))
             lane.failed += lost
             lane.delivered += len(batch) - lost
-            log.warning("sink %s gave up on %d of %d events: %s", lane.name, lost, len(batch), exc)
+            if lane.failure_worth_logging():
+                log.warning("sink %s gave up on %d of %d events: %s", lane.name, lost, len(batch), exc)
             lane.report()
         except trio.Cancelled:
             # The flush deadline passed mid-write: the batch is lost, and said so.
@@ -270,8 +281,10 @@ class SinkHub:
             raise
         except Exception:
             lane.failed += len(batch)
-            log.exception("sink %s failed on a batch of %d events (counted as failed; the sink goes on)",
-                          lane.name, len(batch))
+            if lane.failure_worth_logging():
+                log.exception("sink %s failed on a batch of %d events (counted as failed; the sink goes on)",
+                              lane.name, len(batch))
+            lane.report()
         else:
             lane.delivered += len(batch)
 

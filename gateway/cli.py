@@ -282,8 +282,20 @@ def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     nursery.cancel_scope.cancel()
                     return
 
+    from coredis.exceptions import RedisError
+
     _setup_logging(logging.WARNING)
-    trio.run(main)
+    refused: list[BaseException] = []
+    try:
+        trio.run(main)
+    except* RedisError as group:  # e.g. NOAUTH, WRONGTYPE: one line, not a traceback
+        refused.extend(group.exceptions)
+    if refused:
+        reason = refused[0]
+        while isinstance(reason, BaseExceptionGroup):
+            reason = reason.exceptions[0]
+        print(f"earpiece: error: Redis refused: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -165,6 +165,8 @@ async def test_password_and_database_from_the_url_and_a_wrong_password_counted(t
                 entries = await client.xrange(STREAM)
             async with coredis.Redis.from_url(f"{base}/0") as client:
                 assert await client.xlen(STREAM) == 0
+            tail = await trio.run_process([sys.executable, "-m", "gateway.cli", "tail", server.url],
+                                          capture_stdout=True, capture_stderr=True, check=False)
     finally:
         server.stop()
     assert [e.field_values[b"seq"] for e in entries] == [b"1"]
@@ -172,6 +174,9 @@ async def test_password_and_database_from_the_url_and_a_wrong_password_counted(t
     assert (wrong.delivered, wrong.failed) == (0, 1)
     assert "refused the connection setup" in caplog.text and "wrong" not in wrong.name
     assert "s3cret" not in caplog.text and "s3cret" not in right.name
+    assert tail.returncode == 1 and tail.stdout == b""
+    assert tail.stderr.decode().startswith("earpiece: error: Redis refused: ")
+    assert len(tail.stderr.decode().strip().splitlines()) == 1
 
 
 async def test_two_consumers_in_one_group_see_every_event_once(redis_server, tmp_path):

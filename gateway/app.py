@@ -34,6 +34,7 @@ from .security import (
     public_origin,
     request_params,
 )
+from .sinks import SinkHub
 from .twilio_socket import FORBIDDEN, TwilioStreamEndpoint
 from .twiml import connect_stream_twiml, reject_twiml
 
@@ -65,6 +66,9 @@ class Gateway:
         self.registry = CallRegistry(settings.max_calls)
         #: GET /metrics (gateway.metrics); summed over workers when they share a directory
         self.metrics = GatewayMetrics(multiprocess_dir())
+        for sink in self.sinks:
+            if isinstance(sink, SinkHub):
+                self.metrics.watch_sink_drops(sink)
         #: load shedding, and the event loop's busy ratio for /metrics; run by serve_gateway
         self.overload = OverloadGuard(self.registry, settings.max_lag, settings.max_busy)
         token = twilio_auth_token or settings.twilio_auth_token

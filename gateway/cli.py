@@ -1,4 +1,4 @@
-"""``earpiece``: serve | demo | call | providers.
+"""``earpiece``: serve | demo | call | providers | tail.
 
 Bad configuration exits with status 2 and one line on stderr saying what to fix.
 """
@@ -25,7 +25,7 @@ from providers.errors import ProviderConfigError
 from providers.registry import available_providers, create_provider
 
 from .config import ConfigError, Settings
-from .sinks import SinkSpecError, parse_sink_spec
+from .sinks import SinkSpecError, check_sink_spec
 
 __all__ = ["main", "build_parser", "configure"]
 
@@ -68,13 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     calls = sub.add_parser("calls", help="list the calls a sqlite:PATH sink stored, or print one's transcript")
     calls.add_argument("db", metavar="sqlite:PATH")
     calls.add_argument("call_sid", nargs="?", metavar="CALL_SID", help="print this call's committed transcript")
+
+    tail = sub.add_parser("tail", help="print the events of the redis:// sink's stream, as the stdout sink does")
+    tail.add_argument("url", metavar="redis://HOST:PORT[/DB][?stream=NAME]")
+    tail.add_argument("--group", help="read as this consumer group (created at --from if missing), acknowledging "
+                                      "what was printed")
+    tail.add_argument("--consumer", help="this reader's name in --group (earpiece-tail)")
+    tail.add_argument("--from", dest="start", metavar="ID",
+                      help="stream ID to start after: 0 (the default: everything kept) or $ (only new events)")
     return parser
 
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", help="STT provider (local)")
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
-    parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
+    parser.add_argument("--sink", action="append",
+                        help="stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
+                             "python:module:callable, each with ?types=… (repeatable)")
+    parser.add_argument("--sink-flush-timeout", dest="sink_flush_timeout",
+                        help="seconds each sink gets at shutdown to deliver what it holds (5)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
     parser.add_argument("--max-lag", dest="max_lag",
                         help="also refuse new calls while the median call is this many seconds behind real time (off)")
@@ -110,7 +122,7 @@ def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
     """``configure``, also returning the ``--fallback`` providers it created (in order)."""
     settings = Settings.from_sources(vars(args), env)
     for spec in settings.sinks:
-        parse_sink_spec(spec)
+        check_sink_spec(spec)
     try:
         provider = create_provider(settings.provider, env)
         fallbacks = tuple(create_provider(name, env) for name in settings.fallback)
@@ -189,8 +201,9 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     log.info("second signal: ending every live call now")
                     return
 
-            async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
-                gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
+            async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
+                    trio.open_nursery() as nursery:
+                gateway = Gateway(settings, provider, [hub], fallbacks=fallbacks)
                 binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
                                                     hurry_trigger=signalled_again, grace=settings.drain_grace,
                                                     listen_fd=listen_fd))
@@ -199,7 +212,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 gc.collect()
                 gc.freeze()
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
-                         provider.name, ",".join(settings.sinks),
+                         provider.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
                          gateway.read_access.describe())
 
@@ -295,7 +308,41 @@ def _cmd_providers(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers}
+def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .tail import tail_stream, tail_target
+
+    tail_target(args.url)  # a bad URL exits 2 before anything connects
+    if args.consumer and not args.group:
+        raise ConfigError("--consumer needs --group")
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(tail_stream, args.url, group=args.group, consumer=args.consumer,
+                                           start=args.start))
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+    from coredis.exceptions import RedisError
+
+    _setup_logging(logging.WARNING)
+    refused: list[BaseException] = []
+    try:
+        trio.run(main)
+    except* RedisError as group:  # e.g. NOAUTH, WRONGTYPE: one line, not a traceback
+        refused.extend(group.exceptions)
+    if refused:
+        reason = refused[0]
+        while isinstance(reason, BaseExceptionGroup):
+            reason = reason.exceptions[0]
+        print(f"earpiece: error: Redis refused: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers,
+            "tail": _cmd_tail}
 
 
 def _cmd_calls(args: argparse.Namespace, env: Mapping[str, str]) -> int:

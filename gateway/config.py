@@ -136,6 +136,8 @@ class Settings:
     metrics_port: int | None = None
     #: EARPIECE_API_TOKEN (environment only): Bearer token for the read routes (/metrics, ...)
     api_token: str | None = attrs.field(default=None, repr=False)
+    #: seconds each sink gets at shutdown to deliver what it still holds
+    sink_flush_timeout: float = 5.0
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
@@ -154,7 +156,9 @@ class Settings:
             raise ConfigError(f"--port must be at most 65535, not {port}")
         sinks_raw = flags.get("sink") or env.get("EARPIECE_SINKS")
         if isinstance(sinks_raw, str):
-            sinks = tuple(s.strip() for s in sinks_raw.split(",") if s.strip())
+            from .sinks import split_sink_list  # a comma inside types= is not a new sink
+
+            sinks = split_sink_list(sinks_raw)
         else:
             sinks = tuple(sinks_raw or ("stdout",))
         fallback_raw = pick("fallback")
@@ -213,4 +217,5 @@ class Settings:
             drain_grace=seconds("drain_grace", 300.0),
             metrics_port=_metrics_port(pick("metrics_port")),
             api_token=env.get("EARPIECE_API_TOKEN") or None,
+            sink_flush_timeout=seconds("sink_flush_timeout", 5.0),
         )

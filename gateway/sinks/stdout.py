@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["StdoutSink", "format_line", "LiveCaption"]
+from .base import SinkSpec, SinkSpecError
+
+__all__ = ["StdoutSink", "format_line", "LiveCaption", "from_spec"]
 
 REWRITE = "\r\x1b[2K"  # back to the start of the line and clear it (VT100; every terminal today)
 
@@ -91,7 +93,12 @@ class StdoutSink:
     """Prints the seed's view: ``PARTIAL:``/``COMMITTED:`` lines between
     ``[CA…] Twilio stream started`` and ``[CA…] Twilio stream stopped``.  On a
     terminal (``stream.isatty()``, or ``terminal=True``) the partial line is rewritten
-    in place (``LiveCaption``); elsewhere (a file, a pipe) every line is printed as is."""
+    in place (``LiveCaption``); elsewhere (a file, a pipe) every line is printed as is.
+
+    A ``SinkWriter`` (``write`` a batch, flushed once); ``emit`` prints one event, for
+    use without a hub."""
+
+    name = "stdout"
 
     def __init__(self, stream: TextIO | None = None, partials: bool = True, terminal: bool | None = None) -> None:
         self._stream = stream
@@ -99,24 +106,32 @@ class StdoutSink:
         self._terminal = terminal
         self._caption: LiveCaption | None = None
 
-    async def emit(self, event: Mapping[str, Any]) -> None:
-        stream = self._stream or sys.stdout
+    def _text(self, stream: TextIO, events: Sequence[Mapping[str, Any]]) -> str:
         if self._terminal is None:
             self._terminal = _isatty(stream)
         if self._terminal:
             if self._caption is None:
                 self._caption = LiveCaption()
-            text = self._caption.render(event, self._partials)
-            if text:
-                stream.write(text)
-                stream.flush()
-            return
-        if not self._partials and event.get("kind") == "partial":
-            return
-        line = format_line(event)
-        if line is not None:
-            stream.write(line + "\n")
+            caption = self._caption
+            return "".join(caption.render(event, self._partials) for event in events)
+        lines = []
+        for event in events:
+            if not self._partials and event.get("kind") == "partial":
+                continue
+            line = format_line(event)
+            if line is not None:
+                lines.append(line + "\n")
+        return "".join(lines)
+
+    async def write(self, events: Sequence[Mapping[str, Any]]) -> None:
+        stream = self._stream or sys.stdout
+        text = self._text(stream, events)
+        if text:
+            stream.write(text)
             stream.flush()
+
+    async def emit(self, event: Mapping[str, Any]) -> None:
+        await self.write((event,))
 
     async def aclose(self) -> None:
         if self._caption is not None and self._caption.showing_partial:
@@ -130,3 +145,9 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or closed
         return False
+
+
+def from_spec(spec: SinkSpec, env: Mapping[str, str]) -> StdoutSink:
+    if spec.target or spec.options:
+        raise SinkSpecError(f"bad sink {spec.shown!r}: stdout takes no target or options other than types=")
+    return StdoutSink()

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", help="STT provider (local)")
+    parser.add_argument("--provider", help="STT provider (whisper)")
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
     parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")

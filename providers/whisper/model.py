@@ -53,7 +53,7 @@ MAX_TOKENS: Final = 224
 NO_SPEECH_THRESHOLD: Final = 0.6
 LOW_LOGPROB: Final = -1.0
 
-_models: dict[tuple[str, str, int, int], SharedModel] = {}
+_models: dict[tuple[str, str, str, int, int], SharedModel] = {}
 _models_lock = threading.Lock()
 
 
@@ -106,10 +106,13 @@ class SharedModel:
     def _generate(self, audio: np.ndarray, context: int, beam: int) -> str:
         import ctranslate2
 
-        samples = context * self._hop
-        padded = np.zeros(samples, dtype=np.float32)
-        padded[:min(samples, audio.size)] = audio[:samples]
-        features = self._features(padded, padding=0)[:, :context]
+        features = self._features(audio[:context * self._hop], padding=0)[:, :context]
+        if features.shape[1] < context:
+            # What zeros after the audio would give: the log-mel floor (8 below the
+            # peak, normalised: 2 below it).  Computing the features of the audio alone
+            # keeps the numpy work (which holds the GIL) proportional to the audio.
+            floor = float(features.max()) - 2.0 if features.size else -1.5
+            features = np.pad(features, ((0, 0), (0, context - features.shape[1])), constant_values=floor)
         max_length = min(MAX_TOKENS, MIN_TOKENS + int(TOKENS_PER_SECOND * audio.size / SAMPLE_RATE))
         result = self._model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
@@ -160,7 +163,7 @@ def _first_line(exc: BaseException) -> str:
 def load_model(settings: WhisperSettings) -> SharedModel:
     """The process's model for ``settings`` (loaded on first use; blocking, about a
     second).  Raises ``ProviderConfigError`` when it cannot be loaded."""
-    key = (settings.model, settings.compute_type, settings.threads, settings.workers)
+    key = (settings.model, settings.language, settings.compute_type, settings.threads, settings.workers)
     with _models_lock:
         model = _models.get(key)
         if model is None:

@@ -51,9 +51,12 @@ _last_skip_log = [float("-inf")]
 
 @attrs.frozen
 class WhisperSessionStatistics:
-    """A snapshot of one session: decodes run and skipped, audio waiting for them."""
+    """A snapshot of one session: decodes run and skipped, audio waiting for them.
+    Every partial wanted is either decoded or skipped: ``partials_wanted ==
+    partials_decoded + partials_skipped`` once the session is finalized."""
 
     commits_decoded: int
+    partials_wanted: int
     partials_decoded: int
     partials_skipped: int
     pending_commits: int
@@ -84,8 +87,10 @@ class WhisperSession:
         self._finalized = False
         self._work = trio.Event()  # something for the decoder to do
         self._progress = trio.Event()  # a commit was decoded (pending audio went down)
+        self._idle = trio.Event()  # the decoder waits for work
         self.failure: ProviderError | None = None
         self.commits_decoded = 0
+        self.partials_wanted = 0
         self.partials_decoded = 0
         self.partials_skipped = 0
 
@@ -137,13 +142,23 @@ class WhisperSession:
                 return ProviderClosed(FAILED_CLOSE_CODE, "decoder failed")
             return ProviderClosed(1000)
 
+    async def wait_idle(self) -> None:
+        """Return once the decoder has nothing left to do (no commit pending, no partial
+        wanted): pacing audio by the decoder instead of the clock (tests, benchmarks)."""
+        while not (self._idle.is_set() and not self._commits and self._partial_wanted is None):
+            if self.failure is not None:
+                return
+            await self._idle.wait()
+            await trio.lowlevel.checkpoint()
+
     @property
     def pending_ms(self) -> int:
         return self._commit_ms + self._segmenter.open_ms
 
     def statistics(self) -> WhisperSessionStatistics:
         return WhisperSessionStatistics(
-            commits_decoded=self.commits_decoded, partials_decoded=self.partials_decoded,
+            commits_decoded=self.commits_decoded, partials_wanted=self.partials_wanted,
+            partials_decoded=self.partials_decoded,
             partials_skipped=self.partials_skipped, pending_commits=len(self._commits),
             pending_ms=self.pending_ms, fed_ms=self._segmenter.fed_ms)
 
@@ -159,6 +174,7 @@ class WhisperSession:
         self._work.set()
 
     def _want_partial(self, due: PartialDue) -> None:
+        self.partials_wanted += 1
         if self._partial_wanted is not None:
             self._skip_partial()  # the one wanted before has not run yet
         self._partial_wanted = due.utterance
@@ -194,8 +210,9 @@ class WhisperSession:
                         await self._event_send.send(Finalized())
                         return
                     else:
+                        self._idle.set()
                         await self._work.wait()
-                        self._work = trio.Event()
+                        self._work, self._idle = trio.Event(), trio.Event()
             except ProviderError as exc:
                 self.failure = exc
                 self._progress.set()

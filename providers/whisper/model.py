@@ -8,8 +8,10 @@ GIL while it encodes and decodes, and ``workers`` decodes run in parallel.
 Whisper hears 30 s windows.  Encoding a whole 30 s window for a one-second partial
 would cost as much as for 30 s of speech, so an utterance is encoded in the smallest
 of a few context lengths (10, 15, 20, 30 s) that holds it with some silence after it.
-A decode that comes out as a loop (a hypothesis that compresses too well) is redone
-with the full 30 s window, the context the model was trained on.
+A short context makes the model loop now and then (the sentence again, or one word
+over and over); a decode that comes out as a loop (a run of ``LOOP_WORDS`` words said
+twice, or text that compresses too well) is redone with the full 30 s window, the
+context the model was trained on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ PARTIAL_BEAM: Final = 1
 
 #: Hypotheses whose text compresses better than this are loops ("hello hello ...").
 MAX_COMPRESSION_RATIO: Final = 2.4
+#: A run of this many words said twice in one utterance is a loop, not speech.
+LOOP_WORDS: Final = 5
 
 #: Tokens allowed per second of audio (speech is about 3-4), plus a few: bounds the
 #: cost of a decode that loops.
@@ -99,7 +103,7 @@ class SharedModel:
         frames = audio.size // self._hop
         context = next((c for c in CONTEXT_FRAMES if frames + TRAILING_FRAMES <= c), CONTEXT_FRAMES[-1])
         text = self._generate(audio, context, beam)
-        if context != CONTEXT_FRAMES[-1] and _compression_ratio(text) > MAX_COMPRESSION_RATIO:
+        if context != CONTEXT_FRAMES[-1] and _looks_like_a_loop(text):
             text = self._generate(audio, CONTEXT_FRAMES[-1], beam)
         return text
 
@@ -125,9 +129,13 @@ class SharedModel:
         return " ".join(self._tokenizer.decode(tokens).split())
 
 
-def _compression_ratio(text: str) -> float:
+def _looks_like_a_loop(text: str) -> bool:
     data = text.encode()
-    return len(data) / len(zlib.compress(data)) if data else 0.0
+    if data and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO:
+        return True
+    said = [w.strip(".,?!;:\"").lower() for w in text.split()]
+    runs = [tuple(said[i:i + LOOP_WORDS]) for i in range(len(said) - LOOP_WORDS + 1)]
+    return len(set(runs)) < len(runs)
 
 
 def _open(settings: WhisperSettings, whisper_model: type) -> object:

@@ -51,6 +51,7 @@ class DecodeQueueStatistics:
     partials_run: int
     partials_refused: int
     partials_withdrawn: int
+    partials_skipped: int
     max_waiting: int
 
 
@@ -77,7 +78,13 @@ class DecodeQueue:
         self._partials_run = 0
         self._partials_refused = 0
         self._partials_withdrawn = 0
+        self._partials_skipped = 0
         self._max_waiting = 0
+
+    def partial_skipped(self) -> None:
+        """A session skipped a partial it wanted, for any reason (refused here, withdrawn,
+        or wanted again before it ran): the process-wide count."""
+        self._partials_skipped += 1
 
     @asynccontextmanager
     async def slot(self, kind: DecodeKind) -> AsyncIterator[None]:
@@ -138,4 +145,4 @@ class DecodeQueue:
             waiting_commits=self._count(DecodeKind.COMMIT), waiting_partials=self._count(DecodeKind.PARTIAL),
             commits_run=self._commits_run, partials_run=self._partials_run,
             partials_refused=self._partials_refused, partials_withdrawn=self._partials_withdrawn,
-            max_waiting=self._max_waiting)
+            partials_skipped=self._partials_skipped, max_waiting=self._max_waiting)

@@ -6,7 +6,7 @@ edge (``silence_ms`` with at most 10% speech closes it)::
 
     silent ──speech──▶ open (with the 320 ms before it: onsets the VAD hears late)
     open ──every partial_ms of audio──▶ PartialDue
-    open ──silence_ms of silence──▶ UtteranceEnded (audio up to 192 ms after the last speech)
+    open ──silence_ms of silence──▶ UtteranceEnded (audio up to 320 ms after the last speech)
     open ──max_utterance_ms──▶ UtteranceEnded at the quietest window of the last second;
                                the rest stays open as the next utterance
     flush() ──▶ UtteranceEnded for what is open, then silent
@@ -34,8 +34,9 @@ SPEECH_THRESHOLD: Final = 0.5
 START_FRAMES: Final = 3
 START_WINDOW: Final = 6
 PREROLL_WINDOWS: Final = 10
-#: Audio kept after the last speech window (Silero closes a little early on soft endings).
-TRAILING_WINDOWS: Final = 6
+#: Audio kept after the last speech window (320 ms): Silero closes a little early on soft
+#: endings, and Whisper drops a last word it hears no silence after.
+TRAILING_WINDOWS: Final = 10
 #: A forced cut goes at the quietest window of this many last windows (~1 s).
 CUT_SEARCH_WINDOWS: Final = 31
 

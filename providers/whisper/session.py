@@ -186,13 +186,16 @@ class WhisperSession:
 
     def _count_skip(self) -> None:
         self.partials_skipped += 1
+        self._queue.partial_skipped()
         now = trio.current_time()
         if now - _last_skip_log[0] >= SKIP_LOG_INTERVAL:
             _last_skip_log[0] = now
             stats = self._queue.statistics()
-            log.warning("whisper decoders behind (%d running, %d commits and %d partials waiting): skipping "
-                        "partial decodes; commits are never skipped", stats.running, stats.waiting_commits,
-                        stats.waiting_partials)
+            # Thinning partials is the designed answer to a busy CPU; a full line is not.
+            level = logging.WARNING if stats.waiting_partials >= self._queue.max_waiting_partials else logging.INFO
+            log.log(level, "whisper: skipping partial decodes (%d running, %d commits and %d partials waiting; "
+                    "%d skipped since start); commits are never skipped", stats.running, stats.waiting_commits,
+                    stats.waiting_partials, stats.partials_skipped)
 
     # --- the decoder task -------------------------------------------------------------
 

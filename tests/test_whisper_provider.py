@@ -537,6 +537,6 @@ async def test_overload_thins_partials_first_and_every_commit_arrives(whisper):
     skipped = sum(r[1].partials_skipped for r in results)
     wanted = sum(r[1].partials_wanted for r in results)
     assert wanted >= 8 * 4 and skipped > wanted // 2  # partials thinned out
-    assert stats.commits_run == 16  # commits never
+    assert stats.commits_run >= 16  # commits never (decodes ahead of a pause run as commits too)
     assert stats.partials_skipped == skipped
     assert stats.max_waiting <= 8  # one decode per call at a time

@@ -102,12 +102,14 @@ class SharedModel:
             return ""
         frames = audio.size // self._hop
         context = next((c for c in CONTEXT_FRAMES if frames + TRAILING_FRAMES <= c), CONTEXT_FRAMES[-1])
-        text = self._generate(audio, context, beam)
+        text = self.generate(audio, context, beam)
         if context != CONTEXT_FRAMES[-1] and _looks_like_a_loop(text):
-            text = self._generate(audio, CONTEXT_FRAMES[-1], beam)
+            text = self.generate(audio, CONTEXT_FRAMES[-1], beam)
         return text
 
-    def _generate(self, audio: np.ndarray, context: int, beam: int) -> str:
+    def generate(self, audio: np.ndarray, context: int, beam: int) -> str:
+        """One decode of ``audio`` in an encoder context of ``context`` frames with beam
+        ``beam`` (``decode`` picks both; the bench compares them)."""
         import ctranslate2
 
         features = self._features(audio[:context * self._hop], padding=0)[:, :context]

@@ -5,7 +5,8 @@ short start edge (96 ms of speech within 192 ms opens an utterance) and a long e
 edge (``silence_ms`` with at most 10% speech closes it)::
 
     silent ──speech──▶ open (with the 320 ms before it: onsets the VAD hears late)
-    open ──every partial_ms of audio──▶ PartialDue
+    open ──every partial_ms of audio──▶ PartialDue (not while paused: nothing new to show)
+    open ──320 ms of silence──▶ Paused: the audio the commit will hold if the pause lasts
     open ──silence_ms of silence──▶ UtteranceEnded (audio up to 320 ms after the last speech)
     open ──max_utterance_ms──▶ UtteranceEnded at the quietest window of the last second;
                                the rest stays open as the next utterance
@@ -27,7 +28,7 @@ import numpy as np
 from ..local.gate import SpeechEnded, SpeechGate, SpeechStarted
 from .vad import WINDOW, WINDOW_MS
 
-__all__ = ["Segmenter", "UtteranceEnded", "PartialDue", "SPEECH_THRESHOLD"]
+__all__ = ["Segmenter", "UtteranceEnded", "PartialDue", "Paused", "SPEECH_THRESHOLD"]
 
 #: Silero's speech probability above which a window counts as speech.
 SPEECH_THRESHOLD: Final = 0.5
@@ -45,6 +46,18 @@ CUT_SEARCH_WINDOWS: Final = 31
 class UtteranceEnded:
     """An utterance to commit: its audio (float32, 16 kHz) and span; ``utterance`` is
     its number in the session."""
+
+    utterance: int
+    audio: np.ndarray
+    start_ms: int
+    end_ms: int
+
+
+@attrs.frozen(eq=False)
+class Paused:
+    """The open utterance has been silent for the silence kept after speech: if the
+    pause lasts ``silence_ms``, it ends with exactly this audio and span (so its commit
+    can be decoded now, while the endpointing still waits)."""
 
     utterance: int
     audio: np.ndarray
@@ -76,6 +89,7 @@ class Segmenter:
         self._start = 0  # window index where the open utterance starts
         self._next_partial = 0
         self._open = False
+        self._silent = 0  # windows of silence at the end of the open utterance
         self.utterance = 0  # number of the open (or next) utterance
         self.fed_windows = 0
 
@@ -89,6 +103,11 @@ class Segmenter:
         return len(self._windows) * WINDOW_MS if self._open else 0
 
     @property
+    def paused(self) -> bool:
+        """The open utterance ends in at least the silence kept after speech."""
+        return self._open and self._silent >= TRAILING_WINDOWS
+
+    @property
     def start_ms(self) -> int:
         return self._start * WINDOW_MS
 
@@ -100,14 +119,14 @@ class Segmenter:
         """The open utterance so far (empty when none is open)."""
         return np.concatenate(self._windows) if self._open and self._windows else np.zeros(0, dtype=np.float32)
 
-    def feed(self, samples: np.ndarray) -> list[UtteranceEnded | PartialDue]:
+    def feed(self, samples: np.ndarray) -> list[UtteranceEnded | Paused | PartialDue]:
         data = np.concatenate([self._tail, samples]) if self._tail.size else samples
         usable = data.size - data.size % WINDOW
         self._tail = data[usable:].copy()
         if not usable:
             return []
         probs = self._vad(data[:usable])
-        events: list[UtteranceEnded | PartialDue] = []
+        events: list[UtteranceEnded | Paused | PartialDue] = []
         for i, prob in enumerate(probs):
             self._window(data[i * WINDOW:(i + 1) * WINDOW], float(prob), events)
         return events
@@ -124,9 +143,11 @@ class Segmenter:
         self._preroll.clear()
         return ended
 
-    def _window(self, window: np.ndarray, prob: float, events: list[UtteranceEnded | PartialDue]) -> None:
+    def _window(self, window: np.ndarray, prob: float, events: list[UtteranceEnded | Paused | PartialDue]) -> None:
         was_open = self._open
-        change = self._gate.update(prob >= SPEECH_THRESHOLD)
+        speech = prob >= SPEECH_THRESHOLD
+        self._silent = 0 if speech else self._silent + 1
+        change = self._gate.update(speech)
         self.fed_windows += 1
         if was_open:
             self._windows.append(window)
@@ -145,9 +166,13 @@ class Segmenter:
             events.append(self._end(keep, (self._start + keep) * WINDOW_MS))
         elif self._open and len(self._windows) >= self._max_windows:
             events.append(self._cut())
+        elif self._open and self._silent == TRAILING_WINDOWS:
+            events.append(Paused(self.utterance, np.concatenate(self._windows), self.start_ms,
+                                 (self._start + len(self._windows)) * WINDOW_MS))
         if self._open and self._partial_windows and len(self._windows) >= self._next_partial:
             self._next_partial = len(self._windows) + self._partial_windows
-            events.append(PartialDue(self.utterance))
+            if not self.paused:
+                events.append(PartialDue(self.utterance))
 
     def _end(self, keep: int, end_ms: int) -> UtteranceEnded:
         """Close the open utterance after ``keep`` windows; the rest becomes pre-roll."""

@@ -5,8 +5,11 @@
     receive ◀── events ◀── Decoder task: DecodeQueue slot ─▶ worker thread ─▶ SharedModel
 
 The decoder task (one per session) decodes one thing at a time: the oldest pending
-commit first; else, when a partial is wanted, the open utterance as it is at that
-moment, shown through ``StablePrefix`` (only words two decodes agree on).  A partial
+commit first; else the commit an utterance will have if its pause lasts (decoded
+while the endpointing waits out ``silence_ms``, and used when the utterance does end
+there: the commit then needs no decode of its own); else, when a partial is wanted,
+the open utterance as it is at that moment, shown through ``StablePrefix`` (only words
+two decodes agree on).  A partial
 that was wanted again before it ran, refused by the full queue, or overtaken by the
 end of its utterance is skipped and counted (``partials_skipped``); a commit is never
 skipped.  Audio waiting for its decodes (pending commits and the open utterance) is
@@ -31,7 +34,7 @@ from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderClos
     SessionStarted
 from .model import SharedModel
 from .queue import DecodeKind, DecodeQueue, DecodeRefused
-from .segmenter import PartialDue, Segmenter, UtteranceEnded
+from .segmenter import PartialDue, Paused, Segmenter, UtteranceEnded
 from .settings import PROVIDER, WhisperSettings
 from .stable import StablePrefix
 from .vad import StreamingVad
@@ -56,6 +59,7 @@ class WhisperSessionStatistics:
     partials_decoded + partials_skipped`` once the session is finalized."""
 
     commits_decoded: int
+    commits_decoded_ahead: int
     partials_wanted: int
     partials_decoded: int
     partials_skipped: int
@@ -79,6 +83,8 @@ class WhisperSession:
         self._event_send = event_send
         self._event_receive = event_receive
         self._commits: deque[UtteranceEnded] = deque()
+        self._pause: Paused | None = None  # an utterance whose commit may be decoded ahead
+        self._ahead: tuple[int, int, str] | None = None  # (utterance, end_ms, text) decoded ahead
         self._commit_ms = 0
         self._partial_wanted: int | None = None  # the utterance a partial is wanted for
         self._partial_wait: trio.CancelScope | None = None  # while a partial waits in the queue
@@ -90,6 +96,7 @@ class WhisperSession:
         self._idle = trio.Event()  # the decoder waits for work
         self.failure: ProviderError | None = None
         self.commits_decoded = 0
+        self.commits_decoded_ahead = 0  # of which decoded during the pause, before the end
         self.partials_wanted = 0
         self.partials_decoded = 0
         self.partials_skipped = 0
@@ -111,6 +118,9 @@ class WhisperSession:
         for event in self._segmenter.feed(samples):
             if isinstance(event, UtteranceEnded):
                 self._add_commit(event)
+            elif isinstance(event, Paused):
+                self._pause = event
+                self._work.set()
             else:
                 self._want_partial(event)
         while self.pending_ms > self._settings.max_pending_ms and self._commits and self.failure is None:
@@ -145,7 +155,8 @@ class WhisperSession:
     async def wait_idle(self) -> None:
         """Return once the decoder has nothing left to do (no commit pending, no partial
         wanted): pacing audio by the decoder instead of the clock (tests, benchmarks)."""
-        while not (self._idle.is_set() and not self._commits and self._partial_wanted is None):
+        while not (self._idle.is_set() and not self._commits and self._partial_wanted is None
+                   and self._pause is None):
             if self.failure is not None:
                 return
             await self._idle.wait()
@@ -157,7 +168,8 @@ class WhisperSession:
 
     def statistics(self) -> WhisperSessionStatistics:
         return WhisperSessionStatistics(
-            commits_decoded=self.commits_decoded, partials_wanted=self.partials_wanted,
+            commits_decoded=self.commits_decoded, commits_decoded_ahead=self.commits_decoded_ahead,
+            partials_wanted=self.partials_wanted,
             partials_decoded=self.partials_decoded,
             partials_skipped=self.partials_skipped, pending_commits=len(self._commits),
             pending_ms=self.pending_ms, fed_ms=self._segmenter.fed_ms)
@@ -207,6 +219,8 @@ class WhisperSession:
                 while True:
                     if self._commits:
                         await self._decode_commit()
+                    elif self._pause is not None:
+                        await self._decode_ahead()
                     elif self._partial_wanted is not None:
                         await self._decode_partial()
                     elif self._finalized:
@@ -229,14 +243,33 @@ class WhisperSession:
 
     async def _decode_commit(self) -> None:
         ended = self._commits[0]
-        async with self._queue.slot(DecodeKind.COMMIT):
-            text = await self._decode(ended.audio, True)
+        if self._pause is not None and self._pause.utterance <= ended.utterance:
+            self._pause = None  # not decoded ahead in time
+        if self._ahead is not None and self._ahead[:2] == (ended.utterance, ended.end_ms):
+            text = self._ahead[2]  # the pause lasted: this very audio was decoded during it
+            self.commits_decoded_ahead += 1
+            await trio.lowlevel.checkpoint()
+        else:
+            async with self._queue.slot(DecodeKind.COMMIT):
+                text = await self._decode(ended.audio, True)
+        self._ahead = None
         self._commits.popleft()
         self._commit_ms -= ended.end_ms - ended.start_ms
         self.commits_decoded += 1
         self._progress.set()
         if text:
             await self._event_send.send(FinalTranscript(text, ended.start_ms, ended.end_ms))
+
+    async def _decode_ahead(self) -> None:
+        """Decode the commit a pause will make, unless the speaker went on meanwhile."""
+        pause, self._pause = self._pause, None
+        assert pause is not None
+        if not (self._segmenter.paused and self._segmenter.utterance == pause.utterance):
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._queue.slot(DecodeKind.COMMIT):
+            text = await self._decode(pause.audio, True)
+        self._ahead = (pause.utterance, pause.end_ms, text)
 
     async def _decode_partial(self) -> None:
         utterance, self._partial_wanted = self._partial_wanted, None

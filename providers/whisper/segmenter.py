@@ -36,7 +36,7 @@ START_FRAMES: Final = 3
 START_WINDOW: Final = 6
 PREROLL_WINDOWS: Final = 10
 #: Audio kept after the last speech window (320 ms): Silero closes a little early on soft
-#: endings, and Whisper drops a last word it hears no silence after.
+#: endings, and Whisper hears a last word better with silence after it (bench/LOCAL_ACCURACY.md).
 TRAILING_WINDOWS: Final = 10
 #: A forced cut goes at the quietest window of this many last windows (~1 s).
 CUT_SEARCH_WINDOWS: Final = 31

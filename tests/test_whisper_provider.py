@@ -374,6 +374,24 @@ def test_held_out_telephone_set_word_error_rate_meets_the_target(whisper, tmp_pa
 # --- finalize, cancellation, the event loop, overload -----------------------------------
 
 
+async def test_a_commit_is_decoded_during_the_pause_that_ends_its_utterance(whisper):
+    """Paced by the decoder, each sentence's commit is decoded while the endpointing
+    still waits out the pause, and is the very text committed when the pause lasts."""
+    two_sentences = batches(telephone_audio(SAMPLE_WAV)[:int(7.2 * 32000)])
+    with trio.fail_after(CALL_DEADLINE):
+        async with whisper.open_session() as session:
+            for batch in two_sentences:
+                await session.send_audio(batch)
+                await session.wait_idle()
+            await session.finalize()
+            events = []
+            while not isinstance(event := await session.receive(), Finalized):
+                events.append(event)
+            stats = session.statistics()
+    assert [words(f.text)[:2] for f in finals(events)] == [["hello", "i"], ["my", "name"]]
+    assert (stats.commits_decoded, stats.commits_decoded_ahead) == (2, 2)
+
+
 async def test_finalize_mid_sentence_commits_what_was_said_then_finalized(whisper):
     first_sentence = telephone_audio(SAMPLE_WAV)[:int(2.5 * 32000)]  # "Hello, I would like to..."
     with trio.fail_after(CALL_DEADLINE):
@@ -431,18 +449,24 @@ async def blocked_ticks(work) -> list[float]:
     the event loop could not run beyond that millisecond, less the time its thread
     waited for a CPU (the shared machine's other processes, not us)."""
     blocked: list[float] = []
+    ticked = trio.Event()
 
     async def ticker() -> None:
+        nonlocal ticked
         last, waited = trio.current_time(), _run_delay()
         while True:
             await trio.sleep(0.001)
             now, run_delay = trio.current_time(), _run_delay()
             blocked.append(max(0.0, now - last - 0.001 - (run_delay - waited)))
             last, waited = now, run_delay
+            ticked.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ticker)
+        await ticked.wait()  # ticking before the work starts
         await work()
+        ticked = trio.Event()
+        await ticked.wait()  # and the tick that spans the end of the work is in
         nursery.cancel_scope.cancel()
     return blocked
 

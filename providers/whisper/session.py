@@ -127,6 +127,8 @@ class WhisperSession:
             if self._progress.is_set():
                 self._progress = trio.Event()
             await self._progress.wait()
+        if self.failure is not None:
+            raise self.failure
         await trio.lowlevel.checkpoint()
 
     async def finalize(self) -> None:

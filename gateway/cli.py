@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", help="STT provider (local)")
+    parser.add_argument("--provider", help="STT provider (whisper)")
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
     parser.add_argument("--sink", action="append",
                         help="stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
@@ -245,6 +245,10 @@ def _cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not wav.is_file():
         raise ConfigError(f"no such WAV file: {wav}")
     args.host, args.port = "127.0.0.1", "0"
+    if args.fast and args.drain_timeout is None and not env.get("EARPIECE_DRAIN_TIMEOUT"):
+        # Faster than real time, the recognizer is still decoding most of the call when
+        # it ends: give it the time it needs rather than cutting the transcript short.
+        args.drain_timeout = "60"
     settings, provider = configure(args, env)
     # The demo's gateway is loopback-only and fed by our own simulator, never by Twilio.
     settings = attrs.evolve(settings, twilio_auth_token=None)

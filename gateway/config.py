@@ -102,11 +102,15 @@ def _metrics_port(raw: object) -> int | None:
     return value
 
 
+#: The provider when none is named: offline Whisper, its model inside a PyPI wheel.
+DEFAULT_PROVIDER = "whisper"
+
+
 @attrs.frozen
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    provider: str = "local"
+    provider: str = DEFAULT_PROVIDER
     fallback: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ("stdout",)
     max_calls: int | None = None
@@ -194,7 +198,7 @@ class Settings:
         return cls(
             host=str(pick("host") or "127.0.0.1"),
             port=port if port is not None else 8080,
-            provider=str(pick("provider") or "local"),
+            provider=str(pick("provider") or DEFAULT_PROVIDER),
             fallback=fallback,
             sinks=sinks,
             max_calls=_positive_int("--max-calls", pick("max_calls"), None),

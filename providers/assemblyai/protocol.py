@@ -28,9 +28,6 @@ typed by ``error_for_code``.  Other types (``SpeechStarted``, ``Warning``,
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import orjson
 
 from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
 from ..errors import (
@@ -51,6 +48,7 @@ from ..events import (
     ProviderFailed,
     SessionStarted,
 )
+from ..jsonwire import WireObject, parse_object, short
 
 __all__ = [
     "PROVIDER",
@@ -69,11 +67,6 @@ KEEPALIVE = '{"type":"KeepAlive"}'
 FORCE_ENDPOINT = '{"type":"ForceEndpoint"}'
 MIN_FRAME_MS = 50
 MAX_FRAME_MS = 1000
-MAX_MS = 10_000_000_000  # word times beyond this (about 115 days) are not times
-DETAIL_LIMIT = 200
-
-_MISSING: Any = object()
-_JSON_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array", int: "an integer"}
 
 
 # ----------------------------------------------------------------------- errors
@@ -91,7 +84,7 @@ _CODES: dict[int, tuple[type[ProviderError], str]] = {
 def error_for_code(code: int | None, text: str = "", *, closed: bool = False) -> ProviderError:
     """Type an AssemblyAI close code or ``Error.error_code``.  1008 is also used for the
     new-session rate limit ("Too many concurrent sessions"): that one is retryable."""
-    text = _short(text)
+    text = short(text)
     lowered = text.lower()
     if code == 1008 and ("concurren" in lowered or "too many" in lowered or "rate" in lowered):
         return ProviderOverloadedError(PROVIDER, _detail(code, text, "rate limited", closed), code=code,
@@ -109,46 +102,6 @@ def error_for_code(code: int | None, text: str = "", *, closed: bool = False) ->
 def _detail(code: int | None, text: str, meaning: str, closed: bool) -> str:
     head = f"connection closed with code {code}" if closed else f"error {code}" if code is not None else "error"
     return f"{head}: {text or meaning}" + (f" ({meaning})" if text and meaning not in text else "")
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
-
-
-# ----------------------------------------------------------------------- strict JSON
-
-
-def _parse(message: str | bytes) -> dict[str, Any]:
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        raise ProviderProtocolError(PROVIDER, "unexpected binary frame from the server")
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise ProviderProtocolError(PROVIDER, "server message is not JSON") from None
-    if type(obj) is not dict:
-        raise ProviderProtocolError(PROVIDER, "server message is not a JSON object")
-    return obj
-
-
-def _field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any = _MISSING) -> Any:
-    """``obj[key]`` of JSON type ``kind`` (``float``: any number; never a boolean)."""
-    value = obj.get(key)
-    if value is None:
-        if default is _MISSING:
-            raise ProviderProtocolError(PROVIDER, f"{where}: missing field {key!r}")
-        return default
-    ok = type(value) in (int, float) if kind is float else type(value) is kind
-    if not ok:
-        expected = "a number" if kind is float else _JSON_NAMES.get(kind, kind.__name__)
-        raise ProviderProtocolError(PROVIDER, f"{where}.{key}: expected {expected}, got {type(value).__name__}")
-    return value
-
-
-def _ms(value: float, where: str) -> int:
-    if not (math.isfinite(value) and 0 <= value <= MAX_MS):
-        raise ProviderProtocolError(PROVIDER, f"{where}: {value!r} is not a time in ms")
-    return int(round(value))
 
 
 # ----------------------------------------------------------------------- codec
@@ -231,12 +184,12 @@ class AssemblyAICodec:
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
-        obj = _parse(message)
-        kind = _field(obj, "type", str, "message")
+        obj = parse_object(PROVIDER, message)
+        kind = obj.string("type")
         if kind == "Turn":
             return self._turn(obj)
         if kind == "Begin":
-            return [SessionStarted(_field(obj, "id", str, "Begin"))]
+            return [SessionStarted(obj.string("id"))]
         if kind == "Termination":
             events = self._release_held()
             if self.terminating and not self.finalized:
@@ -244,8 +197,8 @@ class AssemblyAICodec:
                 events.append(Finalized())
             return events
         if kind == "Error":
-            code = _field(obj, "error_code", int, "Error", None)
-            text = _field(obj, "error", str, "Error", "")
+            code = obj.optional_integer("error_code")
+            text = obj.optional_string("error", "") or ""
             return [ProviderFailed(error_for_code(code, text))]
         return []  # SpeechStarted, Warning, Heartbeat, Silence, and types added later
 
@@ -267,20 +220,16 @@ class AssemblyAICodec:
         self._last_final_turn = max(self._last_final_turn, turn_order)
         return [final]
 
-    def _turn(self, obj: dict[str, Any]) -> list[ProviderEvent]:
-        turn_order = _field(obj, "turn_order", int, "Turn")
-        end_of_turn = _field(obj, "end_of_turn", bool, "Turn")
-        text = _field(obj, "transcript", str, "Turn")
-        formatted = _field(obj, "turn_is_formatted", bool, "Turn", False)
-        words = _field(obj, "words", list, "Turn", [])
+    def _turn(self, obj: WireObject) -> list[ProviderEvent]:
+        turn_order = obj.integer("turn_order")
+        end_of_turn = obj.boolean("end_of_turn")
+        text = obj.string("transcript")
+        formatted = obj.optional_boolean("turn_is_formatted")
         start_ms = end_ms = None
-        for index, word in enumerate(words):
-            if type(word) is not dict:
-                raise ProviderProtocolError(PROVIDER, f"Turn.words[{index}]: expected an object")
-            where = f"Turn.words[{index}]"
-            _field(word, "text", str, where, "")
-            word_start = _ms(_field(word, "start", float, where), f"{where}.start")
-            word_end = _ms(_field(word, "end", float, where), f"{where}.end")
+        for word in obj.objects("words"):
+            word.optional_string("text")
+            word_start = word.number_ms("start")
+            word_end = word.number_ms("end")
             start_ms = word_start if start_ms is None else min(start_ms, word_start)
             end_ms = word_end if end_ms is None else max(end_ms, word_end)
         if turn_order < 0:

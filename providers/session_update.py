@@ -15,13 +15,14 @@ is the vendor's.
 from __future__ import annotations
 
 from .base import AudioFormat, AudioSpanTracker, HeldAudio
+from .codec import Outbox
 from .events import Finalized, ProviderEvent, SessionStarted
 from .jsonwire import b64
 
 __all__ = ["SessionUpdateCodec"]
 
 
-class SessionUpdateCodec:
+class SessionUpdateCodec(Outbox):
     """The commands of an ``SttCodec`` whose session takes ``update`` (JSON text) before
     audio.  ``append_type``: the ``type`` of an audio append message.  ``send_audio``
     raises ``ProviderStalledError`` when more than ``max_held_ms`` of audio waits for a
@@ -35,7 +36,7 @@ class SessionUpdateCodec:
         self._update = update
         self._append_head = '{"type":"' + append_type + '","audio":"'
         self._max_append = max_append_bytes
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self._phase = "connecting"  # → configuring (update sent) → streaming (updated)
         self._held = HeldAudio(provider, audio_format, max_held_ms)
         self._audio_seen = False
@@ -68,10 +69,6 @@ class SessionUpdateCodec:
 
     def keepalive(self) -> None:
         """The vendor documents no keepalive; audio keeps the session alive."""
-
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
 
     # --- for the vendor's codec -----------------------------------------------------
 

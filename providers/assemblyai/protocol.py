@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 
 from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
+from ..codec import Outbox, close_events
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -39,15 +40,7 @@ from ..errors import (
     ProviderProtocolError,
     error_for_close_code,
 )
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-    SessionStarted,
-)
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed, SessionStarted
 from ..jsonwire import WireObject, parse_object, short
 
 __all__ = [
@@ -99,6 +92,10 @@ def error_for_code(code: int | None, text: str = "", *, closed: bool = False) ->
     return error_type(PROVIDER, _detail(code, text, meaning, closed), code=code, vendor_type=str(code))
 
 
+def _error_for_close(code: int, reason: str) -> ProviderError:
+    return error_for_code(code, reason, closed=True)
+
+
 def _detail(code: int | None, text: str, meaning: str, closed: bool) -> str:
     head = f"connection closed with code {code}" if closed else f"error {code}" if code is not None else "error"
     return f"{head}: {text or meaning}" + (f" ({meaning})" if text and meaning not in text else "")
@@ -107,7 +104,7 @@ def _detail(code: int | None, text: str, meaning: str, closed: bool) -> str:
 # ----------------------------------------------------------------------- codec
 
 
-class AssemblyAICodec:
+class AssemblyAICodec(Outbox):
     """``SttCodec`` for ``/v3/ws``.  ``format_turns`` must match the URL's."""
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K, *, format_turns: bool = False) -> None:
@@ -120,7 +117,7 @@ class AssemblyAICodec:
         self.max_frame = high - high % sample
         self._silence = b"\xff" if audio_format.encoding == "mulaw" else b"\x00"
         self._tracker = AudioSpanTracker(audio_format)
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self._pending = b""  # audio under MIN_FRAME_MS, waiting for more
         self.padded_bytes = 0  # silence added to the last frame
         self.terminating = False
@@ -177,10 +174,6 @@ class AssemblyAICodec:
         if not self.terminating:
             self._outbox.append(FORCE_ENDPOINT)
 
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
@@ -204,12 +197,9 @@ class AssemblyAICodec:
 
     def connection_closed(self, code: int, reason: str) -> list[ProviderEvent]:
         events = self._release_held()  # a vendor-ended turn is committed whatever follows
-        if self.terminating and code == 1000:  # the end of the Terminate sequence
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in (1000, 1006):
-            events.append(ProviderFailed(error_for_code(code, reason, closed=True)))
-        events.append(ProviderClosed(code, reason))
+        events += close_events(code, reason, ending=self.terminating, finalized=self.finalized,
+                               normal=(1000,), error=_error_for_close)
+        self.finalized = self.finalized or self.terminating and code == 1000  # the end of Terminate
         return events
 
     def _release_held(self) -> list[ProviderEvent]:

@@ -20,15 +20,8 @@ session → ``ProviderFailed``.  Flux documents no KeepAlive: ``keepalive`` send
 from __future__ import annotations
 
 from ..base import MULAW_8K, AudioFormat
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-    SessionStarted,
-)
+from ..codec import Outbox, close_events
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed, SessionStarted
 from ..jsonwire import WireObject, parse_object, short
 from .protocol import CLOSE_STREAM, NORMAL_CLOSES, PROVIDER, error_for_close, error_for_vendor_code
 
@@ -38,12 +31,12 @@ FORCE_END_TURN = '{"type":"ForceEndTurn"}'
 _PARTIAL_EVENTS = ("StartOfTurn", "Update", "EagerEndOfTurn", "TurnResumed")
 
 
-class FluxCodec:
+class FluxCodec(Outbox):
     """``SttCodec`` for ``/v2/listen``; audio bytes go out unchanged as binary frames."""
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K) -> None:
         self.audio_format = audio_format
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self.ending = False  # finalize called: no more audio
         self.close_sent = False
         self.finalized = False
@@ -77,10 +70,6 @@ class FluxCodec:
     def keepalive(self) -> None:
         return None
 
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
     def _close_stream(self) -> None:
         if not self.close_sent:
             self.close_sent = True
@@ -109,11 +98,9 @@ class FluxCodec:
             if turn is not None and turn.text.strip() and self._open_turn_index > self._last_final_turn:
                 events.append(FinalTranscript(turn.text, turn.start_ms, turn.end_ms))
             self._open_turn = None
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in NORMAL_CLOSES and code != 1006:
-            events.append(ProviderFailed(error_for_close(code, reason)))
-        events.append(ProviderClosed(code, reason))
+        events += close_events(code, reason, ending=self.ending, finalized=self.finalized,
+                               normal=NORMAL_CLOSES, error=error_for_close)
+        self.finalized = self.finalized or self.ending and code in NORMAL_CLOSES
         return events
 
     def _turn_info(self, obj: WireObject) -> list[ProviderEvent]:

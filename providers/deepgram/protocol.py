@@ -27,6 +27,7 @@ Mapping (each event's times are session milliseconds from ``start``/``duration``
 from __future__ import annotations
 
 from ..base import MULAW_8K, AudioFormat
+from ..codec import Outbox, close_events
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -36,14 +37,7 @@ from ..errors import (
     ProviderQuotaError,
     error_for_close_code,
 )
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-)
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed
 from ..jsonwire import WireObject, parse_object, short
 
 __all__ = [
@@ -111,7 +105,7 @@ def error_for_close(code: int, reason: str, provider: str = PROVIDER) -> Provide
 # ----------------------------------------------------------------------- codec
 
 
-class DeepgramCodec:
+class DeepgramCodec(Outbox):
     """``SttCodec`` for ``/v1/listen``.  ``audio_format`` must match the URL's
     ``encoding``/``sample_rate``; audio bytes go out as binary frames unchanged."""
 
@@ -119,7 +113,7 @@ class DeepgramCodec:
         sample_bytes = 1 if audio_format.encoding == "mulaw" else 2
         frame = int(MAX_FRAME_MS * audio_format.bytes_per_ms)
         self._max_frame = frame - frame % sample_bytes
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self.closing = False  # CloseStream queued: no more audio
         self.finalized = False  # Finalized emitted
 
@@ -147,10 +141,6 @@ class DeepgramCodec:
         if not self.closing:
             self._outbox.append(KEEPALIVE)
 
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
@@ -168,13 +158,9 @@ class DeepgramCodec:
         return []  # UtteranceEnd, SpeechStarted, Configure*, and types added later
 
     def connection_closed(self, code: int, reason: str) -> list[ProviderEvent]:
-        events: list[ProviderEvent] = []
-        if self.closing and code in NORMAL_CLOSES:  # the end of the finalize sequence
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in NORMAL_CLOSES and code != 1006:
-            events.append(ProviderFailed(error_for_close(code, reason)))
-        events.append(ProviderClosed(code, reason))
+        events = close_events(code, reason, ending=self.closing, finalized=self.finalized,
+                              normal=NORMAL_CLOSES, error=error_for_close)
+        self.finalized = self.finalized or self.closing and code in NORMAL_CLOSES  # the end of finalize
         return events
 
     def _results(self, obj: WireObject) -> list[ProviderEvent]:

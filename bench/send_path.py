@@ -4,7 +4,8 @@
 
 Drives the real path a call's audio takes to the provider, with nothing stubbed:
 ``SttSender.run`` (``send_timeout`` 5 s as in ``CallConfig``, keepalive off and on)
-reads ``AudioBatch``es of 800 bytes (100 ms of 8 kHz mu-law) from a memory channel,
+reads ``AudioBatch``es of 800 bytes (100 ms of 8 kHz mu-law) from a memory channel
+through a ``DirectLink`` (a lone session: no replay buffer, no watchdog) and
 sends each through a ``WebSocketSession`` driving an ``ElevenLabsCodec`` (base64 +
 JSON), trio-websocket (wsproto framing, masking) and a stream; at the end it
 finalizes.  A second task waits in ``session.receive()`` as ``SttReceiver`` does.  The

@@ -27,8 +27,8 @@ from providers.events import (
 )
 from tests.fakes.elevenlabs_server import PATH, TEST_KEY, FakeElevenLabs
 from tests.fakes.script import Close, Drop, Fault, Send, Stall
-from tests.helpers import ListSink, tone
-from tests.vendor_calls import assert_one_line_fix, call_through_gateway, j, provider_errors, transcripts
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 def committed(text: str) -> str:
     return j({"message_type": "committed_transcript", "text": text})
@@ -263,10 +263,7 @@ def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeElevenLabs, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    return await call_through_gateway(create, {"ELEVENLABS_API_KEY": key, **(env or {})}, fake.handler, audio,
-                                      base_url_variable="ELEVENLABS_BASE_URL", drain_timeout=drain_timeout)
+run_call = vendor_call(create, key_variable="ELEVENLABS_API_KEY", base_url_variable="ELEVENLABS_BASE_URL", default_key=TEST_KEY)
 
 
 async def test_call_delivers_every_transcript_once_in_order_and_every_byte():

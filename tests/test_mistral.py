@@ -29,8 +29,8 @@ from providers.mistral import SPEC, MistralCodec, create
 from providers.mistral.protocol import MAX_APPEND_BYTES
 from tests.fakes.mistral_server import PATH, TEST_KEY, FakeMistral
 from tests.fakes.script import Fault, Send, Stall
-from tests.helpers import ListSink, tone
-from tests.vendor_calls import assert_one_line_fix, call_through_gateway, j, provider_errors, transcripts
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 CREATED = j({"type": "session.created", "session": {"request_id": "ws-1", "audio_format": None}})
 UPDATED = j({"type": "session.updated", "session": {"audio_format": {"encoding": "pcm_mulaw", "sample_rate": 8000}}})
@@ -242,10 +242,7 @@ def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeMistral, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    return await call_through_gateway(create, {"MISTRAL_API_KEY": key, **(env or {})}, fake.handler, audio,
-                                      base_url_variable="MISTRAL_BASE_URL", drain_timeout=drain_timeout)
+run_call = vendor_call(create, key_variable="MISTRAL_API_KEY", base_url_variable="MISTRAL_BASE_URL", default_key=TEST_KEY)
 
 
 @pytest.mark.parametrize("close_after_done", [False, True])

@@ -28,8 +28,8 @@ from providers.events import (
 from providers.openai import SPEC, OpenAICodec, create
 from tests.fakes.openai_server import PATH, TEST_KEY, FakeOpenAI
 from tests.fakes.script import Fault, Send, Stall
-from tests.helpers import ListSink, tone
-from tests.vendor_calls import assert_one_line_fix, call_through_gateway, j, provider_errors, transcripts
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
 ITEM = "conversation.item.input_audio_transcription."
@@ -302,10 +302,7 @@ def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeOpenAI, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    return await call_through_gateway(create, {"OPENAI_API_KEY": key, **(env or {})}, fake.handler, audio,
-                                      base_url_variable="OPENAI_BASE_URL", drain_timeout=drain_timeout)
+run_call = vendor_call(create, key_variable="OPENAI_API_KEY", base_url_variable="OPENAI_BASE_URL", default_key=TEST_KEY)
 
 
 async def test_call_delivers_every_transcript_once_in_order_and_every_byte():

@@ -4,7 +4,7 @@ a one-line fix that never shows the key."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -36,6 +36,19 @@ async def call_through_gateway(create: Callable[[Mapping[str, str]], Any], env: 
                 await simulate_call(gw.ws_url, audio, fast=True)
                 await gw.idle()
     return sink
+
+
+def vendor_call(create: Callable[[Mapping[str, str]], Any], *, key_variable: str, base_url_variable: str,
+                default_key: str) -> Callable[..., Awaitable[ListSink]]:
+    """``run_call(fake, audio, *, key=default_key, env=None, drain_timeout=2.0)`` for one
+    vendor: ``call_through_gateway`` with the key in ``key_variable`` and ``env`` added."""
+
+    async def run_call(fake: Any, audio: bytes, *, key: str = default_key, env: Mapping[str, str] | None = None,
+                       drain_timeout: float = 2.0) -> ListSink:
+        return await call_through_gateway(create, {key_variable: key, **(env or {})}, fake.handler, audio,
+                                          base_url_variable=base_url_variable, drain_timeout=drain_timeout)
+
+    return run_call
 
 
 def transcripts(sink: ListSink, kind: str) -> list[tuple[str, int, int]]:

@@ -8,7 +8,7 @@ Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuff
 ```
 
 The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
-``actors.supervision``); the ReplayBuffer between it and the Resampler never waits on a
+``actors.provider_leg``); the ReplayBuffer between it and the Resampler never waits on a
 session, so a provider outage never slows the Twilio side.
 
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
@@ -39,10 +39,10 @@ from .channels import open_call_channels
 from .config import CallConfig
 from .messages import CallEnded, StreamStarted
 from .ports import Sink, TextSource
+from .provider_leg import ProviderLeg
 from .replay import ReplayBuffer
 from .resampler import Resampler
 from .stats import CallStatistics, CallStats
-from .supervision import ProviderLeg
 from .transcript_emitter import TranscriptEmitter
 from .twilio_reader import StreamEndedBeforeStartError, TwilioReader
 

@@ -106,19 +106,8 @@ async def open_client_websocket(
     body raises comes out unchanged, never wrapped in an exception group.
     """
     target = WebSocketTarget.from_url(url)
-    if target.secure and ssl_context is None:
-        ssl_context = ssl.create_default_context()
     deadline = trio.current_time() + connect_timeout
-    raw: trio.abc.Stream | None = None
-    with trio.move_on_at(deadline):
-        if target.secure:
-            raw = await trio.open_ssl_over_tcp_stream(
-                target.host, target.port, ssl_context=ssl_context, https_compatible=True)
-        else:
-            raw = await trio.open_tcp_stream(target.host, target.port)
-    if raw is None:
-        raise trio_websocket.ConnectionTimeout(f"no connection within {connect_timeout:g} s")
-    stream = WatchedStream(raw)
+    stream = WatchedStream(await _connect(target, deadline, connect_timeout, ssl_context))
     body_error: BaseException | None = None
     try:
         try:
@@ -142,6 +131,23 @@ async def open_client_websocket(
         await trio.aclose_forcefully(stream)
     if body_error is not None:
         raise body_error
+
+
+async def _connect(target: WebSocketTarget, deadline: float, connect_timeout: float,
+                   ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    """The TCP (and TLS) stream to ``target``, by ``deadline``; ``ConnectionTimeout`` otherwise."""
+    if target.secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    raw: trio.abc.Stream | None = None
+    with trio.move_on_at(deadline):
+        if target.secure:
+            raw = await trio.open_ssl_over_tcp_stream(
+                target.host, target.port, ssl_context=ssl_context, https_compatible=True)
+        else:
+            raw = await trio.open_tcp_stream(target.host, target.port)
+    if raw is None:
+        raise trio_websocket.ConnectionTimeout(f"no connection within {connect_timeout:g} s")
+    return raw
 
 
 def _sole(group: BaseExceptionGroup) -> BaseException:

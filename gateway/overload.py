@@ -66,6 +66,8 @@ class OverloadGuard:
             backlogs = [stats.audio_ms - stats.forwarded_until_ms
                         for stats in (record.stats for record in self.registry.calls.values()) if stats is not None]
             self.behind_ms = median_low(backlogs) if backlogs else 0
+        if self.max_busy is None and self.max_lag_ms is None:
+            return  # measuring only (for /metrics): whether to refuse calls is not ours to say
         busy = self.max_busy is not None and self.busy > self.max_busy
         behind = self.max_lag_ms is not None and self.behind_ms > self.max_lag_ms
         registry = self.registry

@@ -90,6 +90,24 @@ async def test_the_guard_sheds_while_the_loop_thread_is_busy_before_any_call_is_
     assert seen == [(0.5, True), (0.95, False), (0.85, False), (0.7, True)]
 
 
+async def test_a_guard_without_limits_measures_but_never_refuses_or_readmits(autojump_clock) -> None:
+    """With --max-busy 0 and no --max-lag the guard only measures (for /metrics): a full
+    core refuses no call, and a refusal someone else decided is not lifted by it."""
+    registry = CallRegistry()
+    cpu = [0.0]
+    guard = OverloadGuard(registry, max_lag=None, max_busy=None, cpu_time=lambda: cpu[0])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard.run)
+        await trio.sleep(TICK / 2)
+        cpu[0] += TICK
+        await trio.sleep(TICK)
+        assert (round(guard.busy, 2), registry.ready) == (1.0, True)
+        registry.overloaded = True
+        await trio.sleep(3 * TICK)  # an idle loop: busy 0
+        assert (round(guard.busy, 2), registry.overloaded) == (0.0, True)
+        nursery.cancel_scope.cancel()
+
+
 async def test_an_overloaded_gateway_rejects_new_calls_and_finishes_the_live_one() -> None:
     provider, sink = ScriptedProvider(), ListSink()
     async with running_gateway(provider, [sink]) as gw:

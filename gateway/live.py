@@ -13,6 +13,13 @@ committed transcripts and call events are left and it is still full, it is disco
 (counted, logged) and may come back with ``Last-Event-ID``.  Nothing a reader does can
 delay a call or another reader.
 
+A call's ring holds its last ``RING_EVENTS`` events, except superseded partial
+transcripts: a partial stays only while it is its call's newest transcript (a committed
+transcript or a newer partial removes it), since what it said is in what superseded it.
+So a resume gets every committed transcript and other event still held, and the current
+partial; a long call's ring holds commits, not the partials between them (bench/RESULTS.md,
+"Live hub memory").
+
 A call's ring lives while the call does and ``ENDED_RETENTION`` seconds after its
 ``call_ended`` (at most ``MAX_ENDED_CALLS`` ended calls and ``MAX_ENDED_BYTES`` of their
 frames are held, oldest dropped first); then it is dropped.
@@ -107,6 +114,20 @@ class CallRing:
     provider: str | None = None
     provider_state: str = "connecting"
     ended_at: float | None = None  # trio time of call_ended
+    appended: int = 0  # entries ever appended
+    partial_at: int | None = None  # ``appended`` just after the held newest partial went in
+
+    def supersede_partial(self) -> None:
+        """Remove the held partial transcript (a newer transcript is coming).  Only that
+        entry is ever removed from inside the ring, so its distance from the right end is
+        the number of entries appended after it; left of the ring, it is already gone."""
+        if self.partial_at is None:
+            return
+        index = len(self.entries) - 1 - (self.appended - self.partial_at)
+        self.partial_at = None
+        if index >= 0:
+            self.size -= len(self.entries[index].frame)
+            del self.entries[index]  # near the right end: a short rotation
 
     def note(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
@@ -253,9 +274,14 @@ class LiveHub:
         if ring is None:
             ring = self._rings[call_sid] = CallRing(call_sid, deque(maxlen=self.ring_events))
         entries = ring.entries
+        if kind == "transcript":
+            ring.supersede_partial()
         if len(entries) == entries.maxlen:
             ring.size -= len(entries[0].frame)
         entries.append(entry)
+        ring.appended += 1
+        if entry.partial:
+            ring.partial_at = ring.appended
         ring.size += len(entry.frame)
         ring.note(event)
         if kind == "call_ended" and call_sid not in self._ended:
@@ -359,8 +385,9 @@ class LiveHub:
     def _after(self, call_sid: str | None, after: EventId) -> list[LiveEntry]:
         """What follows ``after``.  One call: its held events with a greater seq.  Every
         call: the events published after it; when it is no longer held, from its call's
-        next held event on, or (call gone) everything held: at-least-once, never a gap
-        the hub could have filled."""
+        held event before it (a superseded partial was removed from between the two), or
+        from its call's next held event when it is older than the ring, or (call gone)
+        everything held: at-least-once, never a gap the hub could have filled."""
         if call_sid is not None:
             if after.call_sid != call_sid:
                 return self._held(call_sid, 0)
@@ -368,11 +395,13 @@ class LiveHub:
             return [e for e in ring.entries if e.seq > after.seq] if ring else []
         ring = self._rings.get(after.call_sid)
         if ring is not None:
+            before: LiveEntry | None = None
             for entry in ring.entries:
                 if entry.seq == after.seq:
                     return self._held(None, entry.order)
                 if entry.seq > after.seq:
-                    return self._held(None, entry.order - 1)
+                    return self._held(None, entry.order - 1 if before is None else before.order)
+                before = entry
             if ring.entries and ring.entries[-1].seq < after.seq:
                 return self._held(None, ring.entries[-1].order)
         return self._held(None, 0)

@@ -75,6 +75,21 @@ def jsonl_lines(path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
 
+def held(lines: list[bytes]) -> list[bytes]:
+    """The lines the hub still holds for resumes: a partial transcript only while no later
+    transcript of its call superseded it."""
+    events = [orjson.loads(line) for line in lines]
+    later_transcript: set[str] = set()
+    kept = []
+    for line, e in zip(reversed(lines), reversed(events), strict=True):
+        if e["type"] == "transcript":
+            if e["kind"] == "partial" and e["call_sid"] in later_transcript:
+                continue
+            later_transcript.add(e["call_sid"])
+        kept.append(line)
+    return kept[::-1]
+
+
 async def wait_until(condition) -> None:
     """Polls a gateway-side condition; every caller runs under ``trio.fail_after``."""
     while not condition():
@@ -139,17 +154,19 @@ async def test_last_event_id_resumes_with_exactly_the_events_after_it(tmp_path):
                     calls.start_soon(lambda n=n: simulate_call(gw.ws_url, tone(4200, seed=n), fast=True,
                                                                call_sid=call_ids(n)[0], stream_sid=call_ids(n)[1]))
             await gw.idle()
-            lines = jsonl_lines(path)
+            # superseded partials are not held: resumes get the rest, exactly
+            lines = held(jsonl_lines(path))
             events = [orjson.loads(line) for line in lines]
-            pick = next(i for i, e in enumerate(events) if e["call_sid"] == sid1 and e["seq"] == 4)
+            pick = next(i for i, e in enumerate(events) if e["call_sid"] == sid1 and e["seq"] >= 4)
+            at = events[pick]["seq"]
             async with httpx.AsyncClient(base_url=gw.http_url, timeout=None) as client:
-                # one call, header: that call's events after seq 4; the stream ends at call_ended
-                one = await client.get(f"/calls/{sid1}/events", headers={"Last-Event-ID": f"{sid1}:4"})
+                # one call, header: that call's events after seq `at`; the stream ends at call_ended
+                one = await client.get(f"/calls/{sid1}/events", headers={"Last-Event-ID": f"{sid1}:{at}"})
                 # the query parameter does the same for an EventSource that cannot set headers
-                by_query = await client.get(f"/calls/{sid1}/events", params={"last_event_id": f"{sid1}:4"})
+                by_query = await client.get(f"/calls/{sid1}/events", params={"last_event_id": f"{sid1}:{at}"})
                 # the header wins over the query (an EventSource reconnects to its first URL)
                 both = await client.get(f"/calls/{sid1}/events?last_event_id={sid1}:1",
-                                        headers={"Last-Event-ID": f"{sid1}:4"})
+                                        headers={"Last-Event-ID": f"{sid1}:{at}"})
                 # nothing after the end of an ended call: 204, so an EventSource stops reconnecting
                 last2 = max(e["seq"] for e in events if e["call_sid"] == sid2)
                 done = await client.get(f"/calls/{sid2}/events", headers={"Last-Event-ID": f"{sid2}:{last2}"})
@@ -157,12 +174,12 @@ async def test_last_event_id_resumes_with_exactly_the_events_after_it(tmp_path):
                 # every call: everything published after that event, across calls, until shutdown ends it
                 every = SseReader()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(every.read, client, "/events", {"Last-Event-ID": f"{sid1}:4"})
+                    nursery.start_soon(every.read, client, "/events", {"Last-Event-ID": f"{sid1}:{at}"})
                     await every.wait_for(lambda evs: len(evs) == len(lines) - pick - 1)
                     gw.gateway.live.close()  # what shutdown does: the stream ends
                     await every.finished.wait()
     await jsonl.aclose()
-    after_one = [line for line, e in zip(lines, events) if e["call_sid"] == sid1 and e["seq"] > 4]
+    after_one = [line for line, e in zip(lines, events) if e["call_sid"] == sid1 and e["seq"] > at]
     assert [e["data"].encode() for e in parse_sse(one.content)] == after_one
     assert [e["data"].encode() for e in parse_sse(by_query.content)] == after_one
     assert [e["data"].encode() for e in parse_sse(both.content)] == after_one
@@ -354,10 +371,14 @@ async def test_full_queue_loses_oldest_partials_first_then_the_reader():
     assert await reader.next_batch() == []
 
 
+def committed(sid: str, seq: int) -> dict:
+    return dict(event(sid, seq), kind="committed")
+
+
 async def test_ring_keeps_recent_events_and_an_ended_call_for_the_retention(autojump_clock):
     hub = LiveHub(ring_events=3, ended_retention=60)
     for seq in range(1, 6):
-        hub.publish(event("CA1", seq))
+        hub.publish(committed("CA1", seq))
     assert [e.seq for e in hub.backlog(replay=True)] == [3, 4, 5]
     hub.publish(event("CA1", 6, "call_ended", reason="stop"))
     await trio.sleep(59)
@@ -412,11 +433,11 @@ async def test_a_new_stream_of_an_ended_call_starts_a_new_ring():
 
 async def test_resume_across_calls_is_at_least_once_never_a_gap():
     hub = LiveHub(ring_events=2)
-    hub.publish(event("CA1", 1))
-    hub.publish(event("CA2", 1))
-    hub.publish(event("CA1", 2))
-    hub.publish(event("CA2", 2))
-    hub.publish(event("CA1", 3))  # CA1's ring: 2, 3
+    hub.publish(committed("CA1", 1))
+    hub.publish(committed("CA2", 1))
+    hub.publish(committed("CA1", 2))
+    hub.publish(committed("CA2", 2))
+    hub.publish(committed("CA1", 3))  # CA1's ring: 2, 3
     ids = lambda entries: [f"{e.call_sid}:{e.seq}" for e in entries]  # noqa: E731
     assert ids(hub.backlog(after=EventId("CA1", 2))) == ["CA2:2", "CA1:3"]
     # seq 1 of CA1 is gone: from CA1's next held event on (CA2:1 is not held either)
@@ -458,3 +479,41 @@ def test_serve_says_who_may_read_and_never_prints_the_token():
     assert "live-routes=loopback only" in "".join(open_lines)
     assert (refused.status_code, allowed.status_code, allowed.json()) == (401, 200, [])
     assert TOKEN not in "".join(lines) + rest + refused.text + allowed.text
+
+
+async def test_a_partial_is_held_only_until_a_newer_transcript_of_its_call_supersedes_it():
+    hub = LiveHub(ring_events=4)
+    hub.publish(event("CA1", 1, "call_started"))
+    hub.publish(event("CA1", 2))  # partial
+    hub.publish(event("CA2", 1, "call_started"))
+    hub.publish(event("CA1", 3, "dtmf", digit="5"))
+    hub.publish(event("CA1", 4))  # a newer partial supersedes 2
+    ids = lambda entries: [f"{e.call_sid}:{e.seq}" for e in entries]  # noqa: E731
+    assert ids(hub.backlog(call_sid="CA1", replay=True)) == ["CA1:1", "CA1:3", "CA1:4"]
+    hub.publish(event("CA2", 2))  # another call's partial supersedes nothing of CA1
+    hub.publish(committed("CA1", 5))  # a commit supersedes 4
+    assert ids(hub.backlog(call_sid="CA1", replay=True)) == ["CA1:1", "CA1:3", "CA1:5"]
+    assert ids(hub.backlog(replay=True)) == ["CA1:1", "CA2:1", "CA1:3", "CA2:2", "CA1:5"]
+    # a reader that saw a superseded partial misses nothing after it (events before it
+    # since the call's previous held event may come again: at least once)
+    assert ids(hub.backlog(after=EventId("CA1", 4))) == ["CA2:2", "CA1:5"]
+    assert ids(hub.backlog(after=EventId("CA1", 2))) == ["CA2:1", "CA1:3", "CA2:2", "CA1:5"]
+    assert ids(hub.backlog(call_sid="CA1", after=EventId("CA1", 2))) == ["CA1:3", "CA1:5"]
+    # the ring's bound counts held events only; the bytes held follow what is held
+    for seq in range(6, 9):
+        hub.publish(event("CA1", seq))
+    assert ids(hub.backlog(call_sid="CA1", replay=True)) == ["CA1:1", "CA1:3", "CA1:5", "CA1:8"]
+    assert hub.ring_of("CA1").size == sum(len(e.frame) for e in hub.ring_of("CA1").entries)
+    for seq in range(9, 13):
+        hub.publish(committed("CA1", seq))  # 8 is superseded, then 1, 3, 5 leave the ring's left end
+    hub.publish(event("CA1", 13))
+    assert ids(hub.backlog(call_sid="CA1", replay=True)) == ["CA1:10", "CA1:11", "CA1:12", "CA1:13"]
+    assert hub.ring_of("CA1").size == sum(len(e.frame) for e in hub.ring_of("CA1").entries)
+    # a partial pushed out of the ring's left end by other events is not removed twice
+    small = LiveHub(ring_events=2)
+    small.publish(event("CA3", 1))
+    small.publish(event("CA3", 2, "dtmf", digit="1"))
+    small.publish(event("CA3", 3, "dtmf", digit="2"))  # partial 1 leaves the ring
+    small.publish(committed("CA3", 4))
+    assert ids(small.backlog(call_sid="CA3", replay=True)) == ["CA3:3", "CA3:4"]
+    assert small.ring_of("CA3").size == sum(len(e.frame) for e in small.ring_of("CA3").entries)

@@ -15,14 +15,13 @@ import trio_websocket
 
 from actors.backoff import Backoff
 from gateway.simulator import simulate_call
-from gateway.sinks import JsonlSink
+from gateway.sinks import open_sinks
 from gateway.sinks.base import SinkDeliveryError, SinkSpecError, parse_sink_spec
 from gateway.sinks.sqlite import SqliteWriter, from_spec
 from gateway.sinks.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SchemaVersionError, migrate
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
 from tests.helpers import call_ids, open_stream_socket, tone, twilio_script
-from tests.writer_sink import WriterSink
 
 CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
 
@@ -71,49 +70,49 @@ def expected_rows(jsonl: list[dict]) -> tuple[set, list, list]:
     return call_rows, transcripts, columns
 
 
+async def committed_rows(db: Path, call_sid: str, at_least: int) -> None:
+    """Wait (bounded by the caller's ``fail_after``) until the sink stored that many commits."""
+    while rows(db, "SELECT count(*) FROM transcripts WHERE call_sid = ?", call_sid)[0][0] < at_least:
+        await trio.sleep(0.01)
+
+
 async def test_concurrent_calls_are_stored_exactly_as_the_jsonl_sink_saw_them_and_readable_while_live(tmp_path):
     db, jsonl_path = tmp_path / "calls.db", tmp_path / "events.jsonl"
     held_sid = call_ids(1)[0]
-    first_commit = trio.Event()
-
-    def on_written(event) -> None:
-        if event["call_sid"] == held_sid and event.get("kind") == "committed":
-            first_commit.set()
-
-    jsonl, store = JsonlSink(jsonl_path), WriterSink(writer_for(db), on_written)
     params = {n: {"From": f"+1500555000{n}", "To": "+15005550001", "CallSid": call_ids(n)[0]} for n in range(1, 5)}
     with trio.fail_after(CALL_LIMIT):
-        async with running_gateway(ScriptedProvider(), [jsonl, store]) as gw:
-            async with trio.open_nursery() as nursery:
-                for n in (2, 3, 4):
-                    sid, stream = call_ids(n)
-                    nursery.start_soon(lambda n=n, sid=sid, stream=stream: simulate_call(
-                        gw.ws_url, tone(1000 * n + 300, seed=n), fast=True, custom_parameters=params[n],
-                        call_sid=sid, stream_sid=stream))
-                # Call 1 is held half-way while another process reads the file.
-                async with open_stream_socket(gw.ws_url) as ws:
-                    script = list(twilio_script(tone(4500), n=1, params=params[1]))
-                    half = 2 + 2500 // 20  # connected, start, 2.5 s of media
-                    for message, _ in script[:half]:
-                        await ws.send_message(message)
-                    await first_commit.wait()
-                    reader = await trio.run_process([sys.executable, "-c", READER, str(db), held_sid],
-                                                    capture_stdout=True)
-                    for message, _ in script[half:]:
-                        await ws.send_message(message)
-                    with pytest.raises(trio_websocket.ConnectionClosed):
-                        while True:
-                            await ws.get_message()
-            await gw.idle()
-    await jsonl.aclose()
-    await store.aclose()
+        async with open_sinks([f"jsonl:{jsonl_path}", f"sqlite:{db}"], {}) as hub:
+            async with running_gateway(ScriptedProvider(), [hub]) as gw:
+                async with trio.open_nursery() as nursery:
+                    for n in (2, 3, 4):
+                        sid, stream = call_ids(n)
+                        nursery.start_soon(lambda n=n, sid=sid, stream=stream: simulate_call(
+                            gw.ws_url, tone(1000 * n + 300, seed=n), fast=True, custom_parameters=params[n],
+                            call_sid=sid, stream_sid=stream))
+                    # Call 1 is held half-way while another process reads the file.
+                    async with open_stream_socket(gw.ws_url) as ws:
+                        script = list(twilio_script(tone(4500), n=1, params=params[1]))
+                        half = 2 + 2500 // 20  # connected, start, 2.5 s of media
+                        for message, _ in script[:half]:
+                            await ws.send_message(message)
+                        await committed_rows(db, held_sid, 1)
+                        reader = await trio.run_process([sys.executable, "-c", READER, str(db), held_sid],
+                                                        capture_stdout=True)
+                        for message, _ in script[half:]:
+                            await ws.send_message(message)
+                        with pytest.raises(trio_websocket.ConnectionClosed):
+                            while True:
+                                await ws.get_message()
+                await gw.idle()
+    jsonl_stats, store = hub.statistics()  # after shutdown: each sink delivered all it held
 
     seen = json.loads(reader.stdout)
     assert seen == {"mode": "wal", "calls": [[held_sid, "+15005550001", "+15005550001", None]],
                     "transcripts": ["audio 0 to 2000"]}
     lines = jsonl_path.read_bytes().splitlines()
     events = [orjson.loads(line) for line in lines]
-    assert store.failures == [] and store.delivered == len(events)
+    assert (jsonl_stats.delivered, jsonl_stats.dropped) == (len(events), 0)
+    assert (store.name, store.queued, store.delivered, store.dropped) == (f"sqlite:{db}", 0, len(events), 0)
     call_rows, transcripts, columns = expected_rows(events)
     assert len(call_rows) == 4
     assert {e["dropped_ms"] for e in events if e["type"] == "call_ended"} == {0}
@@ -246,14 +245,14 @@ async def earpiece(*args: str) -> trio.CompletedProcess:
 
 async def test_earpiece_calls_lists_a_real_call_and_prints_its_transcript(tmp_path):
     db = tmp_path / "calls.db"
-    store = WriterSink(writer_for(db))
     sid, stream = call_ids(5)
     with trio.fail_after(CALL_LIMIT):
-        async with running_gateway(ScriptedProvider(), [store]) as gw:
+        async with open_sinks([f"sqlite:{db}"], {}) as hub, running_gateway(ScriptedProvider(), [hub]) as gw:
             await simulate_call(gw.ws_url, tone(4200), fast=True, call_sid=sid, stream_sid=stream,
                                 custom_parameters={"From": "+15005550006", "To": "+15005550001"})
             await gw.idle()
-        await store.aclose()
+        (store,) = hub.statistics()
+        assert (store.queued, store.dropped) == (0, 0) and store.delivered > 0
         (started,), = rows(db, "SELECT started_at FROM calls")
         listing = await earpiece("calls", f"sqlite:{db}")
         transcript = await earpiece("calls", f"sqlite:{db}", sid)

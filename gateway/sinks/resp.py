@@ -7,6 +7,7 @@ CPU per round trip than the write itself (see bench/RESULTS.md, "Sinks").
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -46,9 +47,35 @@ def encode_command(*parts: bytes | str | int) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts)
 
 
+#: arrays nested deeper than this are refused (as hiredis does): a reply is parsed without
+#: recursion, so depth costs no stack, but no Redis reply the sink reads comes near it
+MAX_DEPTH = 1024
+#: the most elements an array may announce (hiredis's limit)
+MAX_ARRAY = 2**32 - 1
+_INT64 = (-(2**63), 2**63 - 1)
+#: an integer as Redis writes one: no sign other than ``-``, no leading zero, no ``-0``
+_INTEGER = re.compile(rb"-?[1-9][0-9]*|0")
+_TYPES = frozenset(b"+-:$*")
+
+
+def _integer(line: bytes, what: str) -> int:
+    if not _INTEGER.fullmatch(line[1:]):
+        raise RespProtocolError(f"bad {what} in {line[:40]!r}")
+    number = int(line[1:])
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise RespProtocolError(f"{what} out of the 64-bit range in {line[:40]!r}")
+    return number
+
+
 class ReplyParser:
     """Feed bytes with ``feed``; ``next()`` returns one whole reply or raises
-    ``LookupError`` until enough bytes came."""
+    ``LookupError`` until enough bytes came, or ``RespProtocolError`` for bytes that are
+    not RESP2 (then again at every call: the connection is unusable).
+
+    What is accepted and refused is what hiredis accepts and refuses for RESP2
+    (tests/test_resp_differential.py): strict integers and lengths, no CR or LF inside a
+    simple string or error, nil only as ``$-1``/``*-1``.  An unknown type byte is refused
+    as soon as it arrives, without waiting for its line."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -72,35 +99,54 @@ class ReplyParser:
         return bytes(self._buffer[pos:end]), end + 2
 
     def _parse(self, pos: int) -> tuple[Reply, int]:
-        line, pos = self._line(pos)
-        if not line:
-            raise RespProtocolError("empty reply line")
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest, pos
-        if kind == b"-":
-            return RespError(rest.decode("utf-8", "replace")), pos
-        try:
-            number = int(rest)
-        except ValueError:
-            raise RespProtocolError(f"not RESP2: {line[:40]!r}") from None
-        if kind == b":":
-            return number, pos
-        if kind == b"$":
-            if number < 0:
-                return None, pos
-            if len(self._buffer) < pos + number + 2:
+        # Iterative: each open array is (its items, how many it announced).
+        open_arrays: list[tuple[list[Reply], int]] = []
+        buffer = self._buffer
+        while True:
+            if pos >= len(buffer):
                 raise LookupError("incomplete")
-            return bytes(self._buffer[pos:pos + number]), pos + number + 2
-        if kind == b"*":
-            if number < 0:
-                return None, pos
-            items: list[Reply] = []
-            for _ in range(number):
-                item, pos = self._parse(pos)
-                items.append(item)
-            return items, pos
-        raise RespProtocolError(f"not RESP2: {line[:40]!r}")
+            kind = buffer[pos]
+            if kind not in _TYPES:
+                raise RespProtocolError(f"not RESP2: type byte {bytes([kind])!r}")
+            if kind == 0x2A and len(open_arrays) >= MAX_DEPTH:  # "*"
+                raise RespProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
+            line, pos = self._line(pos)
+            value: Reply
+            if kind in (0x2B, 0x2D):  # "+", "-"
+                rest = line[1:]
+                if b"\r" in rest or b"\n" in rest:
+                    raise RespProtocolError(f"CR or LF inside a simple string or error: {line[:40]!r}")
+                value = rest if kind == 0x2B else RespError(rest.decode("utf-8", "replace"))
+            elif kind == 0x3A:  # ":"
+                value = _integer(line, "integer")
+            elif kind == 0x24:  # "$"
+                length = _integer(line, "bulk string length")
+                if length == -1:
+                    value = None
+                elif length < 0:
+                    raise RespProtocolError(f"bulk string length out of range: {line[:40]!r}")
+                else:
+                    if len(buffer) < pos + length + 2:
+                        raise LookupError("incomplete")
+                    value = bytes(buffer[pos:pos + length])
+                    pos += length + 2
+            else:  # "*"
+                count = _integer(line, "array length")
+                if count < -1 or count > MAX_ARRAY:
+                    raise RespProtocolError(f"array length out of range: {line[:40]!r}")
+                if count > 0:
+                    open_arrays.append(([], count))
+                    continue
+                value = None if count == -1 else []
+            while open_arrays:
+                items, count = open_arrays[-1]
+                items.append(value)
+                if len(items) < count:
+                    break
+                open_arrays.pop()
+                value = items
+            else:
+                return value, pos
 
 
 class RespConnection:

@@ -93,13 +93,18 @@ def number(provider: str, env: Mapping[str, str], key: str, low: float, high: fl
     return value
 
 
+def text(env: Mapping[str, str], key: str) -> str | None:
+    """``key``'s value without surrounding blanks; None when unset or blank."""
+    return _raw(env, key)
+
+
 def integer(provider: str, env: Mapping[str, str], key: str, low: int, high: int,
-            default: int | None = None) -> int | None:
+            default: int | None = None, *, what: str = "a whole number") -> int | None:
     raw = _raw(env, key)
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
-        raise ProviderConfigError(provider, f"{key} must be a whole number from {low} to {high}, not {raw[:40]!r}")
+        raise ProviderConfigError(provider, f"{key} must be {what} from {low} to {high}, not {raw[:40]!r}")
     return int(raw)
 
 

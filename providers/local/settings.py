@@ -15,6 +15,7 @@ from typing import Final
 
 import attrs
 
+from .. import options as env_options
 from ..errors import ProviderConfigError
 
 __all__ = [
@@ -114,18 +115,13 @@ class LocalSettings:
         return options
 
 
-def _raw(env: Mapping[str, str], key: str) -> str | None:
-    value = env.get(key, "").strip()
-    return value or None
+_raw = env_options.text
 
 
 def _integer(env: Mapping[str, str], key: str, low: int, high: int, default: int, what: str) -> int:
-    raw = _raw(env, key)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
-        raise ProviderConfigError(PROVIDER, f"{key} must be {what} from {low} to {high}, not {raw[:40]!r}")
-    return int(raw)
+    value = env_options.integer(PROVIDER, env, key, low, high, default, what=what)
+    assert value is not None  # a default was given
+    return value
 
 
 def _choice(env: Mapping[str, str], key: str, choices: Mapping[str, object], default: str) -> str:

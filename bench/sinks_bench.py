@@ -1,4 +1,4 @@
-"""Sinks under load: 200 calls with the ``redis://`` + ``jsonl:`` sinks against the same
+"""Sinks under load: 200 calls with the ``redis://`` + ``sqlite:`` + ``jsonl:`` sinks against the same
 run without them, side by side (``bench/run.py`` does the calls and the CPU accounting).
 
     .venv/bin/python bench/sinks_bench.py                    # 200 calls of 20 s
@@ -9,7 +9,7 @@ run without them, side by side (``bench/run.py`` does the calls and the CPU acco
    and, for every entry, takes its arrival time minus the event's ``emitted_at``: the
    delivery lag (emitted by the call → visible to a consumer of Redis);
 3. runs ``bench/run.py --levels N`` with two systems on the gateway core: ``ours`` =
-   ``earpiece serve --sink jsonl:… --sink redis://…``, ``baseline`` = the same gateway
+   ``earpiece serve --sink jsonl:… --sink sqlite:… --sink redis://…``, ``baseline`` = the same gateway
    whose only sink is ``jsonl:…?types=call_ended`` (one line per call, for the loss
    accounting: "without sinks");
 4. stops the reader; checks that the stream holds every event the JSONL sink wrote.
@@ -27,6 +27,7 @@ import json
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from bench.run import TOOLS_CORE, free_port, start, stop, wait_port  # noqa: E402
 
 STREAM = "earpiece:bench"
-OURS = ("earpiece serve --provider {provider} --port {port} --sink jsonl:{events} "
+OURS = ("earpiece serve --provider {provider} --port {port} --sink jsonl:{events} --sink sqlite:%s "
         "--sink redis://127.0.0.1:%d/0?stream=" + STREAM)
 BASELINE = "earpiece serve --provider {provider} --port {port} --sink jsonl:{events}?types=call_ended"
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if lag_reader.stdout.readline().decode().strip() != "reading":  # type: ignore[union-attr]
             raise RuntimeError("the lag reader did not start")
         run_argv = [sys.executable, "bench/run.py", "--levels", str(args.calls), "--call-seconds",
-                    str(args.call_seconds), "--provider", args.provider, "--ours", OURS % port,
+                    str(args.call_seconds), "--provider", args.provider, "--ours", OURS % (out / "calls.db", port),
                     "--baseline", BASELINE, "--out", str(out)]
         subprocess.run(run_argv, cwd=REPO, check=True)
         xlen = int(subprocess.run(["redis-cli", "-p", str(port), "XLEN", STREAM], capture_output=True, text=True,
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     events = out / "runs" / f"ours-{args.calls}.events.jsonl"
     written = sum(1 for _ in events.open("rb"))
     lag = json.loads(lag_report.read_text())
+    with sqlite3.connect(out / "calls.db") as db:
+        in_sqlite = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     summary = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "calls": args.calls, "call_seconds": args.call_seconds, "provider": args.provider,
@@ -227,16 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         "loss_ms": {"with_sinks": ours["loss_ms"], "without": base["loss_ms"]},
         "dropped_ms": {"with_sinks": ours.get("call_ended", {}).get("dropped_ms"),
                        "without": base.get("call_ended", {}).get("dropped_ms")},
-        "events_jsonl": written, "events_in_redis": xlen, "events_read_by_lag_reader": lag["count"],
+        "events_jsonl": written, "events_in_redis": xlen, "events_in_sqlite": in_sqlite, "events_read_by_lag_reader": lag["count"],
         "delivery_lag_ms": lag["lag_ms"],
     }
     (out / "sinks.json").write_text(json.dumps(summary, indent=1))
-    md = (f"| calls | CPU ms / call-s with redis + jsonl | without sinks | ratio | audio lost (with / without) | "
-          f"gw dropped_ms | events JSONL / Redis | delivery lag p50 / p99 / max ms |\n"
+    md = (f"| calls | CPU ms / call-s with redis + sqlite + jsonl | without sinks | ratio | audio lost (with / without) | "
+          f"gw dropped_ms | events JSONL / Redis / SQLite | delivery lag p50 / p99 / max ms |\n"
           f"|---:|---:|---:|---:|---|---:|---|---|\n"
           f"| {args.calls} | {ours['cpu_ms_per_call_s']:.2f} | {base['cpu_ms_per_call_s']:.2f} | "
           f"{summary['cpu_ratio']:.2f} | {ours['loss_ms']} / {base['loss_ms']} ms | "
-          f"{summary['dropped_ms']['with_sinks']} | {written} / {xlen} | "
+          f"{summary['dropped_ms']['with_sinks']} | {written} / {xlen} / {in_sqlite} | "
           f"{lag['lag_ms']['p50']} / {lag['lag_ms']['p99']} / {lag['lag_ms']['max']} |\n")
     (out / "sinks.md").write_text(md)
     print(md)

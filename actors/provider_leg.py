@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import trio
 
-from providers.base import SttProvider
+from providers.base import SttProvider, answer_timeout, finalize_timeout
 from providers.errors import ProviderError
 
 from .config import CallConfig
@@ -79,9 +79,7 @@ class ProviderLeg:
     ) -> tuple[ProviderError | None, bool]:
         """One session, start to end.  Returns (the failure or None, whether it proved healthy)."""
         config = self._config
-        # after the hang-up, half the drain for this session, half for a replacement
-        monitor = SessionMonitor(provider.name, config.stall_timeout, config.healthy_ms,
-                                 hurry_timeout=config.drain_timeout / 2)
+        monitor = _monitor_for(provider, config)
         failure: ProviderError | None = None
         try:
             async with provider.open_session() as session:
@@ -115,6 +113,16 @@ class ProviderLeg:
                 {"attempt": failed_before, "replayed_ms": replayed, "backlog_ms": replay.held_ms,
                  "offset_ms": offset}))
         return offset
+
+
+def _monitor_for(provider: SttProvider, config: CallConfig) -> SessionMonitor:
+    """The stall watchdog for one session of ``provider``.  After the hang-up, half the
+    drain for this session, half for a replacement; a provider that declares longer
+    answer times (``providers.base.SlowAnswers``: a local decoder under load) gets them,
+    as a reconnect would only decode the same audio again."""
+    stall = max(config.stall_timeout, answer_timeout(provider) or 0.0)
+    hurry = max(config.drain_timeout / 2, finalize_timeout(provider) or 0.0)
+    return SessionMonitor(provider.name, stall, config.healthy_ms, hurry_timeout=hurry)
 
 
 async def _on_hang_up(replay: ReplayBuffer, monitor: SessionMonitor) -> None:

@@ -79,7 +79,8 @@ class ProviderLeg:
     ) -> tuple[ProviderError | None, bool]:
         """One session, start to end.  Returns (the failure or None, whether it proved healthy)."""
         config = self._config
-        monitor = _monitor_for(provider, config)
+        stall_timeout, send_timeout, hurry_timeout = _answer_times(provider, config)
+        monitor = SessionMonitor(provider.name, stall_timeout, config.healthy_ms, hurry_timeout=hurry_timeout)
         failure: ProviderError | None = None
         try:
             async with provider.open_session() as session:
@@ -87,7 +88,7 @@ class ProviderLeg:
                 converter = (None if replay.audio_format == provider.audio_format
                              else FormatConverter(replay.audio_format, provider.audio_format))
                 link = ReplayLink(session, provider.name, replay, monitor, SessionClock(offset), converter)
-                sender = SttSender(provider.keepalive_interval, send_timeout=config.send_timeout)
+                sender = SttSender(provider.keepalive_interval, send_timeout=send_timeout)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sender.run, link)
                     nursery.start_soon(monitor.run)
@@ -115,14 +116,16 @@ class ProviderLeg:
         return offset
 
 
-def _monitor_for(provider: SttProvider, config: CallConfig) -> SessionMonitor:
-    """The stall watchdog for one session of ``provider``.  After the hang-up, half the
-    drain for this session, half for a replacement; a provider that declares longer
-    answer times (``providers.base.SlowAnswers``: a local decoder under load) gets them,
-    as a reconnect would only decode the same audio again."""
-    stall = max(config.stall_timeout, answer_timeout(provider) or 0.0)
-    hurry = max(config.drain_timeout / 2, finalize_timeout(provider) or 0.0)
-    return SessionMonitor(provider.name, stall, config.healthy_ms, hurry_timeout=hurry)
+def _answer_times(provider: SttProvider, config: CallConfig) -> tuple[float, float, float]:
+    """How long one session of ``provider`` may go without answering: (stall, send,
+    after the hang-up).  After the hang-up, half the drain for this session, half for a
+    replacement.  A provider that declares longer answer times
+    (``providers.base.SlowAnswers``: a local decoder under load, whose ``send_audio``
+    also waits for its decodes) gets them: a reconnect would only decode the same audio
+    again.  A provider that declares nothing gets the call's settings exactly."""
+    answer, finalize = answer_timeout(provider) or 0.0, finalize_timeout(provider) or 0.0
+    return (max(config.stall_timeout, answer), max(config.send_timeout, answer),
+            max(config.drain_timeout / 2, finalize))
 
 
 async def _on_hang_up(replay: ReplayBuffer, monitor: SessionMonitor) -> None:

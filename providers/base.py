@@ -117,14 +117,16 @@ class SlowAnswers(Protocol):
     vendor's (a local decoder behind a shared, fair queue) says how long, so the call
     does not take a busy decoder for a stalled one (reconnect, replay, decode twice).
 
-    ``answer_timeout``: seconds speech may go unanswered (the stall watchdog's
-    ``stall_timeout`` is at least this).  ``finalize_timeout``: seconds from the end of
+    ``answer_timeout``: seconds speech may go unanswered, and a ``send_audio`` may wait
+    (the stall watchdog's ``stall_timeout`` and the sender's ``send_timeout`` are at
+    least this).  ``finalize_timeout``: seconds from the end of
     the audio to the final transcript (the watchdog's wait after the hang-up, and the
-    call's ``drain_timeout``, are at least this).  A provider without them gets the
-    call's settings unchanged."""
+    call's ``drain_timeout``, are at least this).  A provider without them (or with
+    None: a wrapper passing on what its provider declared) gets the call's settings
+    unchanged."""
 
-    answer_timeout: float
-    finalize_timeout: float
+    answer_timeout: float | None
+    finalize_timeout: float | None
 
 
 def answer_timeout(provider: object) -> float | None:

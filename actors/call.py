@@ -14,8 +14,10 @@ session, so a provider outage never slows the Twilio side.
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
-moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
-inner nursery's cancel scope).  A provider session that deadline cuts still ends
+moment Twilio is done (TwilioReader's ``twilio_done``), the rest has ``drain_timeout``
+seconds, or the longer ``finalize_timeout`` a provider of the chain declares
+(``providers.base.SlowAnswers``): a deadline on the inner nursery's cancel scope, which
+run_call alone moves.  A provider session that deadline cuts still ends
 gracefully (its end-of-stream message and a close handshake, shielded, at most
 ``providers.websocket.END_TIMEOUT`` more; audio it never took counts as dropped).
 ``call_ended`` is always the last event.

@@ -14,52 +14,88 @@ session, so a provider outage never slows the Twilio side.
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
-moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
-inner nursery's cancel scope).  A provider session that deadline cuts still ends
+moment Twilio is done (TwilioReader's ``twilio_done``), the rest has ``drain_timeout``
+seconds, or the longer ``finalize_timeout`` a provider of the chain declares
+(``providers.base.SlowAnswers``): a deadline on the inner nursery's cancel scope, which
+run_call alone moves.  A provider session that deadline cuts still ends
 gracefully (its end-of-stream message and a close handshake, shielded, at most
 ``providers.websocket.END_TIMEOUT`` more; audio it never took counts as dropped).
 ``call_ended`` is always the last event.
+
+The code reads in that order: ``run_call`` opens the call, ``_Call.spawn`` starts the
+actors and owns the drain deadline (armed when TwilioReader reports ``twilio_done``),
+``_Call.ending`` turns how it stopped into a typed ``CallOutcome``, ``_Call.announce``
+sends ``call_ended``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
-from functools import partial
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import attrs
 import trio
 
-from providers.base import MULAW_8K, SttProvider
+from providers.base import MULAW_8K, SttProvider, finalize_timeout
 from providers.errors import ProviderError
 from providers.twilio import TwilioProtocolError
 
-from .channels import open_call_channels
+from .channels import CallChannels, open_call_channels
 from .config import CallConfig
-from .messages import CallEnded, StreamStarted
+from .messages import CallEnded, CallEvent, StreamStarted
 from .ports import Sink, TextSource
 from .provider_leg import ProviderLeg
 from .replay import ReplayBuffer
 from .resampler import Resampler
 from .stats import CallStatistics, CallStats
 from .transcript_emitter import TranscriptEmitter
-from .twilio_reader import StreamEndedBeforeStartError, TwilioReader
+from .twilio_reader import EndedBy, StreamEndedBeforeStartError, TwilioReader
 
-__all__ = ["run_call", "CallOutcome"]
+__all__ = ["run_call", "CallOutcome", "EndReason"]
 
 log = logging.getLogger("earpiece.call")
+
+
+class EndReason(enum.StrEnum):
+    """``CallOutcome.reason``; its value is ``call_ended``'s ``reason`` (``no-call``:
+    the socket never started a call, so there is no ``call_ended``)."""
+
+    STOP = "stop"
+    DISCONNECT = "disconnect"
+    SHUTDOWN = "shutdown"
+    ERROR = "error"
+    NO_CALL = "no-call"
 
 
 @attrs.frozen
 class CallOutcome:
     """How a call ended; the gateway turns it into a close code and a log line."""
 
-    reason: str  # stop | disconnect | shutdown | error | no-call
+    reason: EndReason
     detail: str
     close_code: int
     stream: StreamStarted | None
     statistics: CallStatistics
+
+
+@attrs.frozen
+class _Ending:
+    reason: EndReason
+    detail: str = ""
+    close_code: int = 1000
+
+
+#: How a call that raised nothing ended, by why TwilioReader stopped reading
+#: (``EndedBy.LIMIT`` takes its detail from the reader).
+_AFTER_READING = {
+    EndedBy.STOP: _Ending(EndReason.STOP),
+    EndedBy.DISCONNECT: _Ending(EndReason.DISCONNECT, "Twilio's socket closed without stop"),
+    EndedBy.SHUTDOWN: _Ending(EndReason.SHUTDOWN, "the gateway is shutting down", 1001),
+    EndedBy.LIMIT: _Ending(EndReason.ERROR, "a call limit", 1008),
+}
 
 
 async def run_call(
@@ -80,75 +116,97 @@ async def run_call(
     Twilio input ends this call (reason ``error``) and nothing else; a provider failure
     never ends it.  ``rng`` jitters the reconnect backoff (tests pass a seeded one).
     """
-    config = config or CallConfig()
-    chain = [provider, *config.fallbacks]
-    # One format for the whole chain: convert once, in the Resampler.  Mixed formats:
-    # buffer the call's mu-law and let each session convert for its provider.
-    formats = {p.audio_format for p in chain}
-    audio_format = provider.audio_format if len(formats) == 1 else MULAW_8K
-    reader_scope = reader_scope or trio.CancelScope()
-    stats = CallStats()
+    call = _Call(provider, config or CallConfig(), rng)
     channels = open_call_channels()
-    reader = TwilioReader(config, stats, batch_ms=provider.chunk_ms)
-    emitter = TranscriptEmitter(sinks)
-    stream: StreamStarted | None = None
-    reason, detail, close_code = "stop", "", 1000
-
     async with trio.open_nursery() as outer:
-        outer.start_soon(emitter.run, channels.events_receive)
+        outer.start_soon(TranscriptEmitter(sinks).run, channels.events_receive)
         async with channels.events_send as events_send:
-            try:
-                async with trio.open_nursery() as inner:
+            ending = await call.spawn(source, channels, reader_scope or trio.CancelScope(), on_started)
+            outcome = await call.announce(ending, events_send)
+    return outcome
 
-                    stream = await inner.start(partial(
-                        reader.run, source, channels.mulaw_send, events_send.clone(),
-                        drain_scope=inner.cancel_scope, read_scope=reader_scope))
-                    label = f"[{stream.call_sid}]"
-                    if on_started is not None:
-                        on_started(stream, stats)
-                    replay = ReplayBuffer(config.replay_ms, stats, audio_format, label)
-                    leg = ProviderLeg(chain, stats, label, config=config, rng=rng)
-                    inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, replay)
-                    inner.start_soon(leg.run, replay, events_send.clone())
-            except* StreamEndedBeforeStartError as group:
-                reason, detail, close_code = "no-call", str(_first(group)), 1000
-            except* TwilioProtocolError as group:
-                reason, detail, close_code = "error", str(_first(group)), 1008
-            except* ProviderError as group:  # only if a leg lets one escape
-                reason, detail, close_code = "error", str(_first(group)), 1011
 
-            if reason == "stop":
-                if reader.ended_by == "limit":  # max_call_duration or media_idle_timeout
-                    reason, detail, close_code = "error", reader.limit_exceeded or "a call limit", 1008
-                elif reader.ended_by == "shutdown":
-                    reason, detail, close_code = "shutdown", "the gateway is shutting down", 1001
-                elif reader.ended_by == "disconnect":
-                    reason, detail = "disconnect", "Twilio's socket closed without stop"
-                if inner.cancel_scope.cancelled_caught:
-                    detail = (detail + "; " if detail else "") + (
-                        f"final transcript not received within {config.drain_timeout:g} s")
+class _Call:
+    """One call's parts, from spawning its actors to announcing its end."""
 
-            statistics = stats.statistics()
-            if stream is not None:
-                extra = {
-                    "media_frames": statistics.media_frames,
-                    "sequence_gaps": statistics.sequence_gaps,
-                    "duplicates": statistics.duplicates,
-                    "unknown_events": statistics.unknown_events,
-                    "replayed_ms": statistics.replayed_ms,
-                    "reconnects": statistics.reconnects,
-                    "failovers": statistics.failovers,
-                    "provider_errors": statistics.provider_errors,
-                }
-                await events_send.send(CallEnded(reason, statistics.audio_ms, statistics.forwarded_ms,
-                                                 statistics.dropped_ms, detail, extra))
-    label = f"[{stream.call_sid}]" if stream else "[no call]"
-    if reason == "error":
-        log.warning("%s call ended with an error: %s", label, detail)
-    else:
-        log.info("%s call ended (%s) audio=%dms forwarded=%dms dropped=%dms", label, reason,
-                 statistics.audio_ms, statistics.forwarded_ms, statistics.dropped_ms)
-    return CallOutcome(reason, detail, close_code, stream, statistics)
+    def __init__(self, provider: SttProvider, config: CallConfig, rng: random.Random | None) -> None:
+        self.config = config
+        self.chain = [provider, *config.fallbacks]
+        # One format for the whole chain: convert once, in the Resampler.  Mixed formats:
+        # buffer the call's mu-law and let each session convert for its provider.
+        formats = {p.audio_format for p in self.chain}
+        self.audio_format = provider.audio_format if len(formats) == 1 else MULAW_8K
+        # A provider that may take longer to finalize (a local decoder) gets that long.
+        self.drain_timeout = max([config.drain_timeout, *filter(None, map(finalize_timeout, self.chain))])
+        self.rng = rng
+        self.stats = CallStats()
+        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms)
+        self.stream: StreamStarted | None = None
+
+    async def spawn(self, source: TextSource, channels: CallChannels, reader_scope: trio.CancelScope,
+                    on_started: Callable[[StreamStarted, CallStats], None] | None) -> _Ending:
+        """Run the call's actors (all but the emitter) until they are done or the drain
+        deadline cuts them; returns how the call ended."""
+        events_send = channels.events_send
+        ending: _Ending | None = None
+        try:
+            async with trio.open_nursery() as inner:
+                self.stream = await inner.start(partial(
+                    self.reader.run, source, channels.mulaw_send, events_send.clone(), read_scope=reader_scope))
+                if on_started is not None:
+                    on_started(self.stream, self.stats)
+                inner.start_soon(self._drain_after_twilio, inner.cancel_scope)
+                label = f"[{self.stream.call_sid}]"
+                replay = ReplayBuffer(self.config.replay_ms, self.stats, self.audio_format, label)
+                leg = ProviderLeg(self.chain, self.stats, label, config=self.config, rng=self.rng)
+                inner.start_soon(Resampler(self.audio_format).run, channels.mulaw_receive, replay)
+                inner.start_soon(leg.run, replay, events_send.clone())
+        except* StreamEndedBeforeStartError as group:
+            ending = _Ending(EndReason.NO_CALL, str(_first(group)))
+        except* TwilioProtocolError as group:
+            ending = _Ending(EndReason.ERROR, str(_first(group)), 1008)
+        except* ProviderError as group:  # only if a leg lets one escape
+            ending = _Ending(EndReason.ERROR, str(_first(group)), 1011)
+        return ending or self._after_reading(drain_cut=inner.cancel_scope.cancelled_caught)
+
+    async def _drain_after_twilio(self, drain: trio.CancelScope) -> None:
+        """Once Twilio is done with the call, the rest has ``drain_timeout`` to finish."""
+        await self.reader.twilio_done.wait()
+        drain.deadline = min(drain.deadline, trio.current_time() + self.drain_timeout)
+
+    def _after_reading(self, *, drain_cut: bool) -> _Ending:
+        ended_by = self.reader.ended_by or EndedBy.STOP
+        ending = _AFTER_READING[ended_by]
+        if ended_by is EndedBy.LIMIT and self.reader.limit_exceeded:
+            ending = attrs.evolve(ending, detail=self.reader.limit_exceeded)
+        if drain_cut:
+            cut = f"final transcript not received within {self.drain_timeout:g} s"
+            ending = attrs.evolve(ending, detail=f"{ending.detail}; {cut}" if ending.detail else cut)
+        return ending
+
+    async def announce(self, ending: _Ending, events_send: trio.MemorySendChannel[CallEvent]) -> CallOutcome:
+        """``call_ended`` (when there was a call), the log line, the outcome."""
+        statistics = self.stats.statistics()
+        if self.stream is not None:
+            extra = {
+                "media_frames": statistics.media_frames,
+                "sequence_gaps": statistics.sequence_gaps,
+                "duplicates": statistics.duplicates,
+                "unknown_events": statistics.unknown_events,
+                "replayed_ms": statistics.replayed_ms,
+                "reconnects": statistics.reconnects,
+                "failovers": statistics.failovers,
+                "provider_errors": statistics.provider_errors,
+            }
+            await events_send.send(CallEnded(ending.reason.value, statistics.audio_ms, statistics.forwarded_ms,
+                                             statistics.dropped_ms, ending.detail, extra))
+        label = f"[{self.stream.call_sid}]" if self.stream else "[no call]"
+        if ending.reason is EndReason.ERROR:
+            log.warning("%s call ended with an error: %s", label, ending.detail)
+        else:
+            log.info("%s call ended (%s) audio=%dms forwarded=%dms dropped=%dms", label, ending.reason.value,
+                     statistics.audio_ms, statistics.forwarded_ms, statistics.dropped_ms)
+        return CallOutcome(ending.reason, ending.detail, ending.close_code, self.stream, statistics)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

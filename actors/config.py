@@ -27,7 +27,9 @@ class CallConfig:
     * ``edge_buffer_ms``: audio TwilioReader holds when the pipeline behind it is full;
       beyond it the oldest is dropped and counted.
     * ``drain_timeout``: after Twilio's ``stop`` (or a dropped socket), how long the call
-      may take to deliver its last audio and final transcript (seconds).
+      may take to deliver its last audio and final transcript (seconds).  A provider
+      that declares a longer ``finalize_timeout`` (``providers.base.SlowAnswers``) gets
+      that; so do ``stall_timeout`` and ``send_timeout`` below with ``answer_timeout``.
 
     Provider resilience (see ``actors.supervision``):
 

@@ -4,7 +4,7 @@ objects already satisfy (a memory channel is a ``TextSource``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["TextSource", "BatchingTextSource", "Sink"]
 
@@ -17,11 +17,13 @@ class TextSource(Protocol):
     async def receive(self) -> str: ...
 
 
+@runtime_checkable
 class BatchingTextSource(TextSource, Protocol):
     """A ``TextSource`` that can save wake-ups: ``expect(n)`` says the reader has no
     work until ``n`` more messages came (the rest of its batch), so the source may wait
     for them in one go (``gateway.stream_socket``).  A hint, never a promise: the source
-    still returns what came if the stream goes quiet."""
+    still returns what came if the stream goes quiet.  TwilioReader checks for it once
+    per call (``isinstance``: the protocol is runtime-checkable)."""
 
     def expect(self, messages: int) -> None: ...
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import trio
 
-from providers.base import SttProvider
+from providers.base import SttProvider, answer_timeout, finalize_timeout
 from providers.errors import ProviderError
 
 from .config import CallConfig
@@ -79,9 +79,8 @@ class ProviderLeg:
     ) -> tuple[ProviderError | None, bool]:
         """One session, start to end.  Returns (the failure or None, whether it proved healthy)."""
         config = self._config
-        # after the hang-up, half the drain for this session, half for a replacement
-        monitor = SessionMonitor(provider.name, config.stall_timeout, config.healthy_ms,
-                                 hurry_timeout=config.drain_timeout / 2)
+        stall_timeout, send_timeout, hurry_timeout = _answer_times(provider, config)
+        monitor = SessionMonitor(provider.name, stall_timeout, config.healthy_ms, hurry_timeout=hurry_timeout)
         failure: ProviderError | None = None
         try:
             async with provider.open_session() as session:
@@ -89,7 +88,7 @@ class ProviderLeg:
                 converter = (None if replay.audio_format == provider.audio_format
                              else FormatConverter(replay.audio_format, provider.audio_format))
                 link = ReplayLink(session, provider.name, replay, monitor, SessionClock(offset), converter)
-                sender = SttSender(provider.keepalive_interval, send_timeout=config.send_timeout)
+                sender = SttSender(provider.keepalive_interval, send_timeout=send_timeout)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sender.run, link)
                     nursery.start_soon(monitor.run)
@@ -115,6 +114,18 @@ class ProviderLeg:
                 {"attempt": failed_before, "replayed_ms": replayed, "backlog_ms": replay.held_ms,
                  "offset_ms": offset}))
         return offset
+
+
+def _answer_times(provider: SttProvider, config: CallConfig) -> tuple[float, float, float]:
+    """How long one session of ``provider`` may go without answering: (stall, send,
+    after the hang-up).  After the hang-up, half the drain for this session, half for a
+    replacement.  A provider that declares longer answer times
+    (``providers.base.SlowAnswers``: a local decoder under load, whose ``send_audio``
+    also waits for its decodes) gets them: a reconnect would only decode the same audio
+    again.  A provider that declares nothing gets the call's settings exactly."""
+    answer, finalize = answer_timeout(provider) or 0.0, finalize_timeout(provider) or 0.0
+    return (max(config.stall_timeout, answer), max(config.send_timeout, answer),
+            max(config.drain_timeout / 2, finalize))
 
 
 async def _on_hang_up(replay: ReplayBuffer, monitor: SessionMonitor) -> None:

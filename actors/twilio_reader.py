@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -17,12 +19,21 @@ from providers.twilio import (
 
 from .config import CallConfig
 from .messages import AudioBatch, CallEvent, CallStarted, DtmfPressed, StreamStarted
-from .ports import TextSource
+from .ports import BatchingTextSource, TextSource
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
 MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
 
-__all__ = ["TwilioReader", "StreamEndedBeforeStartError"]
+__all__ = ["TwilioReader", "EndedBy", "StreamEndedBeforeStartError"]
+
+
+class EndedBy(enum.Enum):
+    """Why TwilioReader stopped reading."""
+
+    STOP = "stop"  # Twilio's stop
+    DISCONNECT = "disconnect"  # the socket closed without stop
+    SHUTDOWN = "shutdown"  # the gateway cancelled its read scope
+    LIMIT = "limit"  # max_call_duration or media_idle_timeout (``limit_exceeded`` says which)
 
 
 class StreamEndedBeforeStartError(Exception):
@@ -38,8 +49,10 @@ class TwilioReader:
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
     ``AudioBatch``es of ``batch_ms`` on ``mulaw_send``.
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
+    Reports: ``twilio_done`` once Twilio is done with the call (the batches it still
+    holds are handed on after that); ``ended_by`` says why.
     Closes: ``mulaw_send`` and ``events_send`` when it returns, after ``stop``, when
-    the peer went away, or on shutdown (``ended_by`` says which).
+    the peer went away, on shutdown or at a call limit.
     Raises: ``TwilioProtocolError`` on malformed input; ``StreamEndedBeforeStartError``.
 
     Twilio cannot be slowed down, so reading never waits on the pipeline: batches the
@@ -53,8 +66,10 @@ class TwilioReader:
         self._stats = stats
         self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
         self.decoder = TwilioStreamDecoder(limits or config.twilio_limits)
-        self.ended_by: str | None = None  # "stop" | "disconnect" | "shutdown" | "limit", once run() returned
-        self.limit_exceeded: str | None = None  # with ended_by "limit": which limit, for humans
+        self.ended_by: EndedBy | None = None  # set once reading ended
+        self.limit_exceeded: str | None = None  # with EndedBy.LIMIT: which limit, for humans
+        self.twilio_done = trio.Event()
+        self._expect: Callable[[int], None] | None = None  # a BatchingTextSource's hint
         self._last_media_at = 0.0
         self._pending: deque[AudioBatch] = deque()
         self._parts: list[bytes] = []  # media payloads of the batch being gathered
@@ -66,15 +81,14 @@ class TwilioReader:
         mulaw_send: trio.MemorySendChannel[AudioBatch],
         events_send: trio.MemorySendChannel[CallEvent],
         *,
-        drain_scope: trio.CancelScope | None = None,
         read_scope: trio.CancelScope | None = None,
         task_status: trio.TaskStatus[StreamStarted] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """``read_scope``: cancelling it stops reading (server shutdown; ``ended_by``
-        becomes ``"shutdown"``) and the call drains as after a hang-up.
-        ``drain_scope``: the scope whose deadline bounds the rest of the call once
-        Twilio is done; armed to ``drain_timeout`` from that moment."""
+        """``read_scope``: the gateway's, which cancels it to stop reading (server
+        shutdown; ``ended_by`` becomes ``SHUTDOWN``); entered here only around reading
+        media, so the call then drains as after a hang-up."""
         read_scope = read_scope or trio.CancelScope()
+        self._expect = source.expect if isinstance(source, BatchingTextSource) else None
         call_deadline = trio.current_time() + self._config.max_call_duration
         async with mulaw_send, events_send:
             stream = await self._read_until_start(source, call_deadline)
@@ -84,14 +98,11 @@ class TwilioReader:
                 with read_scope:
                     await self._read_media_within_limits(source, mulaw_send, events_send, call_deadline)
                 if read_scope.cancelled_caught:
-                    self.ended_by = "shutdown"
+                    self.ended_by = EndedBy.SHUTDOWN
                     self._flush_parts(mulaw_send)
             finally:
                 self._sync_stats()
-            # Twilio is done with us: from now on the call has drain_timeout to finish.
-            if drain_scope is not None:
-                drain_scope.deadline = min(drain_scope.deadline,
-                                           trio.current_time() + self._config.drain_timeout)
+            self.twilio_done.set()  # from now on the call drains (run_call's deadline)
             while self._pending:
                 batch = self._pending[0]
                 await mulaw_send.send(batch)
@@ -128,7 +139,7 @@ class TwilioReader:
         call_deadline: float,
     ) -> None:
         """``_read_media`` until it returns, or until the call reaches ``call_deadline``
-        or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``"limit"``).
+        or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``LIMIT``).
 
         One cancel scope does the timing: reading records the clock per media and moves
         the scope's deadline once per batch; when it fires early because media came
@@ -147,7 +158,7 @@ class TwilioReader:
                 exceeded = f"no media from Twilio for {idle:g} s (media_idle_timeout)"
             else:
                 continue
-            self.ended_by, self.limit_exceeded = "limit", exceeded
+            self.ended_by, self.limit_exceeded = EndedBy.LIMIT, exceeded
             self._flush_parts(mulaw_send)
             return
 
@@ -167,8 +178,7 @@ class TwilioReader:
         current_time = trio.current_time
         parts = self._parts
         part_bytes = sum(map(len, parts))  # resumed after an early limits deadline
-        # A BatchingTextSource may wait for the rest of a batch in one wake-up.
-        expect = getattr(source, "expect", None)
+        expect = self._expect  # a BatchingTextSource may wait for the rest of a batch in one wake-up
         batch_frames = max(1, batch_bytes // MULAW_BYTES_PER_FRAME)
         if expect is not None:
             expect(batch_frames)
@@ -176,7 +186,7 @@ class TwilioReader:
             try:
                 text = await receive()
             except trio.EndOfChannel:
-                self.ended_by = "disconnect"
+                self.ended_by = EndedBy.DISCONNECT
                 break
             event = decode(text)
             if type(event) is Media:
@@ -195,7 +205,7 @@ class TwilioReader:
                     if expect is not None:
                         expect(batch_frames)
             elif type(event) is Stop:
-                self.ended_by = "stop"
+                self.ended_by = EndedBy.STOP
                 break
             elif type(event) is Dtmf:
                 # exact deadline first: an early one must never cancel this send

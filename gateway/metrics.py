@@ -39,7 +39,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.stats import CallStats
-from providers.base import AudioFormat, SttProvider, SttSession
+from providers.base import AudioFormat, SttProvider, SttSession, answer_timeout, finalize_timeout
 
 from .access import ReadAccess
 
@@ -238,6 +238,9 @@ class CountedProvider:
         self.audio_format: AudioFormat = provider.audio_format
         self.chunk_ms: int | None = provider.chunk_ms
         self.keepalive_interval: float | None = provider.keepalive_interval
+        # what the provider declares of its answer times (providers.base.SlowAnswers)
+        self.answer_timeout: float | None = answer_timeout(provider)
+        self.finalize_timeout: float | None = finalize_timeout(provider)
         self._opened = opened
 
     @asynccontextmanager

@@ -29,6 +29,9 @@ __all__ = [
     "SttCodec",
     "SttSession",
     "SttProvider",
+    "SlowAnswers",
+    "answer_timeout",
+    "finalize_timeout",
     "AudioSpanTracker",
     "HeldAudio",
 ]
@@ -106,6 +109,34 @@ class SttProvider(Protocol):
     keepalive_interval: float | None
 
     def open_session(self) -> AbstractAsyncContextManager[SttSession]: ...
+
+
+@runtime_checkable
+class SlowAnswers(Protocol):
+    """An ``SttProvider`` whose answers may legitimately take longer than a cloud
+    vendor's (a local decoder behind a shared, fair queue) says how long, so the call
+    does not take a busy decoder for a stalled one (reconnect, replay, decode twice).
+
+    ``answer_timeout``: seconds speech may go unanswered, and a ``send_audio`` may wait
+    (the stall watchdog's ``stall_timeout`` and the sender's ``send_timeout`` are at
+    least this).  ``finalize_timeout``: seconds from the end of
+    the audio to the final transcript (the watchdog's wait after the hang-up, and the
+    call's ``drain_timeout``, are at least this).  A provider without them (or with
+    None: a wrapper passing on what its provider declared) gets the call's settings
+    unchanged."""
+
+    answer_timeout: float | None
+    finalize_timeout: float | None
+
+
+def answer_timeout(provider: object) -> float | None:
+    """``provider``'s declared ``answer_timeout`` (``SlowAnswers``), or None."""
+    return provider.answer_timeout if isinstance(provider, SlowAnswers) else None
+
+
+def finalize_timeout(provider: object) -> float | None:
+    """``provider``'s declared ``finalize_timeout`` (``SlowAnswers``), or None."""
+    return provider.finalize_timeout if isinstance(provider, SlowAnswers) else None
 
 
 class AudioSpanTracker:

@@ -44,14 +44,15 @@ async def test_more_real_time_calls_than_one_worker_decodes_commit_every_sentenc
     each call's speech (more than it can decode on any machine): commits all arrive
     (two per call, in order),
     partials thin out, and no audio is lost (``dropped_ms`` 0, all of it forwarded).
-    (Three, not more, and a long drain: on a busy shared VM a decode takes seconds, and
-    past about ten seconds of commits waiting in line the call's stall watchdog would
-    take the session for a dead one and reconnect.)"""
+    The gateway's default drain: whisper declares how long its answers may take, so
+    commits waiting in line on a busy shared VM are waited for, never taken for a dead
+    session (no reconnect, no replay).  (Three calls, not more: the drain still bounds
+    the line.)"""
     one_worker = WhisperProvider(attrs.evolve(whisper.settings, partial_ms=300), whisper.model, DecodeQueue(1))
     mulaw = wav_to_mulaw_8k(SAMPLE_WAV)[:7200 * 8]
     sink = ListSink()
     with trio.fail_after(CALL_DEADLINE):
-        async with running_gateway(one_worker, [sink], drain_timeout=60) as gw:
+        async with running_gateway(one_worker, [sink]) as gw:
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
                     nursery.start_soon(lambda: simulate_call(gw.ws_url, mulaw))
@@ -69,7 +70,7 @@ async def test_more_real_time_calls_than_one_worker_decodes_commit_every_sentenc
         (ended,) = [e for e in events if e["type"] == "call_ended"]
         assert (ended["reason"], ended["audio_ms"], ended["forwarded_ms"], ended["dropped_ms"]) == \
             ("stop", 7200, 7200, 0)
-        assert not any(e["type"] in ("provider_error", "provider_failover") for e in events), events
+        assert not any(e["type"].startswith("provider_") for e in events), events
     stats = one_worker.queue.statistics()
     assert stats.commits_run >= 6  # never skipped (decodes ahead of a pause run as commits too)
     assert stats.partials_skipped > 0 and partials <= stats.partials_run  # thinned out; shown only when decoded

@@ -102,6 +102,23 @@ def test_spec_is_offline_keyless_pcm16_16k_and_the_default(whisper):
     assert Settings().provider == "whisper" == Settings.from_sources({}, {}).provider
 
 
+def test_whisper_declares_answer_times_that_fit_its_busy_decode_queue(whisper):
+    """The watchdog and the drain wait as long as a busy queue may take (see
+    tests/test_provider_answer_times.py for what that changes in a call): longer than
+    the call's defaults, and longer still when a call may hold more audio."""
+    from actors.config import CallConfig
+    from providers.base import SlowAnswers
+
+    defaults = CallConfig()
+    assert isinstance(whisper, SlowAnswers)
+    assert whisper.answer_timeout > whisper.settings.max_utterance_ms / 1000
+    assert whisper.answer_timeout > defaults.stall_timeout
+    assert whisper.finalize_timeout >= whisper.settings.max_pending_ms / 1000 > defaults.drain_timeout
+    patient = attrs.evolve(whisper, settings=attrs.evolve(whisper.settings, max_pending_ms=60_000,
+                                                          max_utterance_ms=28_000))
+    assert patient.finalize_timeout >= 60 and patient.answer_timeout > 28
+
+
 def test_settings_come_from_whisper_env_variables(tmp_path):
     settings = WhisperSettings.from_env({
         "WHISPER_MODEL": str(tmp_path), "WHISPER_LANGUAGE": "EN", "WHISPER_COMPUTE_TYPE": "int8_float32",

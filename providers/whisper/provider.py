@@ -17,6 +17,9 @@ from .settings import AUDIO_FORMAT, PROVIDER, WhisperSettings
 
 __all__ = ["AUDIO_FORMAT", "WhisperProvider", "create", "shared_queue"]
 
+#: Seconds a commit may wait in the shared decode queue and decode on a loaded machine.
+DECODE_WAIT_S = 10.0
+
 _session_numbers = itertools.count(1)
 _queues: dict[int, DecodeQueue] = {}
 _queues_lock = threading.Lock()
@@ -43,6 +46,21 @@ class WhisperProvider:
     audio_format: AudioFormat = AUDIO_FORMAT
     chunk_ms: int | None = None
     keepalive_interval: float | None = None
+
+    @property
+    def answer_timeout(self) -> float:
+        """Seconds speech may go unanswered (``providers.base.SlowAnswers``): with
+        partials skipped under load, an utterance's first answer is its commit, which
+        comes at the latest after ``max_utterance_ms`` of speech and then waits its turn
+        in the shared decode queue (``DECODE_WAIT_S``)."""
+        return self.settings.max_utterance_ms / 1000 + DECODE_WAIT_S
+
+    @property
+    def finalize_timeout(self) -> float:
+        """Seconds from hang-up to the last commit: at most ``max_pending_ms`` of the
+        call's audio waits for decodes then, and a decode runs faster than real time even
+        when the queue is shared, so as many seconds are generous."""
+        return max(self.settings.max_pending_ms / 1000, DECODE_WAIT_S)
 
     def open_session(self) -> AbstractAsyncContextManager[WhisperSession]:
         return open_whisper_session(self.model, self.queue, self.settings, f"{PROVIDER}-{next(_session_numbers)}")

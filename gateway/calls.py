@@ -14,7 +14,8 @@ from actors.stats import CallStats
 
 __all__ = ["CallRecord", "CallRegistry", "wait_idle", "DRAIN_SETTLE"]
 
-#: seconds calls get for their final flush once they were told to end (drain_timeout is 2 s)
+#: seconds calls get for their final flush once they were told to end (the default drain
+#: is 2 s; serve_gateway allows more for a provider that declares a longer finalize)
 DRAIN_SETTLE = 10.0
 
 

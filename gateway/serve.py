@@ -15,7 +15,10 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from providers.base import finalize_timeout
+
 from .app import STREAM_PATH, Gateway
+from .calls import DRAIN_SETTLE
 from .config import ConfigError
 from .edge import serve_edge
 from .metrics import serve_metrics_port
@@ -110,7 +113,11 @@ async def serve_gateway(
         await trigger()
         log.info("shutting down: no new calls; %d live call(s) may go on for up to %g s",
                  len(gateway.registry.calls), grace)
-        await gateway.registry.drain(grace, hurry_trigger)
+        # Calls told to end get their final flush: at least the longest drain any
+        # provider of the chain declares (an offline decoder's queue), plus a margin.
+        chain = (gateway.provider, *gateway.call_config.fallbacks)
+        settle = max([DRAIN_SETTLE, *(timeout + 5.0 for timeout in filter(None, map(finalize_timeout, chain)))])
+        await gateway.registry.drain(grace, hurry_trigger, settle=settle)
         gateway.live.close()  # live readers got every call_ended; end their streams
 
     config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,

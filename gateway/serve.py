@@ -15,6 +15,8 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from providers.twilio import TwilioLimits
+
 from .app import STREAM_PATH, Gateway
 from .config import ConfigError
 from .edge import serve_edge
@@ -26,15 +28,14 @@ log = logging.getLogger("earpiece.gateway")
 
 SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT (earpiece serve: --drain-grace)
 METRICS_REFRESH = 1.0  # seconds between two copies of the sampled figures into /metrics
-MAX_WS_MESSAGE = 64 * 1024  # a Twilio media message is ~400 bytes
 
 
-def hypercorn_config(host: str, port: int, *, max_message_bytes: int = MAX_WS_MESSAGE,
+def hypercorn_config(host: str, port: int, *, max_message_bytes: int = TwilioLimits().max_message_chars,
                      certfile: str | None = None, keyfile: str | None = None,
                      listen_fd: int | None = None) -> HypercornConfig:
-    """``max_message_bytes``: a larger WebSocket message makes Hypercorn close that socket
-    with 1009 (Message Too Big) before the application sees it, so one peer cannot make
-    the process buffer more.  ``certfile``/``keyfile``: serve HTTPS and WSS.
+    """``max_message_bytes``: the limit Hypercorn applies to a WebSocket on any other path
+    (closing with 1009); the Twilio stream, on the gateway's own socket (``gateway.edge``),
+    applies the same setting itself.  ``certfile``/``keyfile``: serve HTTPS and WSS.
     ``listen_fd``: listen on this inherited socket instead of binding ``host:port``
     (a worker of ``--workers N``: ``gateway.workers`` made it)."""
     config = HypercornConfig()

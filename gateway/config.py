@@ -28,7 +28,7 @@ import cattrs
 
 from actors.config import CallConfig, batch_ms_problem
 
-__all__ = ["ConfigError", "Settings", "Option", "add_setting_flags", "DEFAULT_PROVIDER"]
+__all__ = ["ConfigError", "Settings", "Option", "options", "add_setting_flags", "DEFAULT_PROVIDER"]
 
 
 class ConfigError(Exception):
@@ -272,7 +272,7 @@ class Settings:
         """``flags`` holds parsed CLI values by ``dest`` (None or [] = not given); an
         unset or empty value leaves the default."""
         values: dict[str, Any] = {}
-        for field, option in _options():
+        for field, option in options():
             raw = flags.get(option.dest) if option.dest else None
             if raw is None or raw == []:
                 raw = env.get(option.env)
@@ -286,7 +286,7 @@ class Settings:
         """How each call runs: every setting declared with ``call=`` (``fallbacks``: the
         providers failed over to, in order)."""
         nested: dict[str, Any] = {}
-        for field, option in _options():
+        for field, option in options():
             if option.call:
                 *parents, leaf = option.call.split(".")
                 target = nested
@@ -300,7 +300,8 @@ _CALL_CONVERTER = cattrs.Converter()
 _CALL_CONVERTER.register_structure_hook(Any, lambda value, _: value)  # providers: passed as they are
 
 
-def _options() -> list[tuple[attrs.Attribute[Any], Option]]:
+def options() -> list[tuple[attrs.Attribute[Any], Option]]:
+    """Every setting's field and declaration, in declaration order."""
     return [(field, field.metadata[_META]) for field in attrs.fields(Settings)]
 
 
@@ -317,7 +318,7 @@ def _shown(option: Option, default: Any) -> str:
 def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the flag of every setting ``command`` takes, its help ending in the default."""
     limits = parser.add_argument_group("limits (each also EARPIECE_<FLAG>)")
-    for field, option in _options():
+    for field, option in options():
         if option.flag is None or command not in option.commands:
             continue
         shown = _shown(option, field.default)

@@ -17,6 +17,7 @@ A setting that feeds the call runtime takes its default from there (``actors.con
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -162,7 +163,7 @@ class Option:
     """How one setting is given and checked.
 
     ``flag``: the command-line flag (None: environment only); its argparse ``dest`` is
-    the flag without dashes.  ``env``: the variable.  ``commands``: where the flag
+    the flag without dashes.  ``env``: the variable (``EARPIECE_<FLAG>`` unless named).  ``commands``: where the flag
     exists.  ``call``: the ``CallConfig`` field it feeds (``twilio_limits.NAME`` for a
     Twilio limit), whose default it shares.  ``shown``: the default as help shows it
     ("" hides it)."""
@@ -190,13 +191,12 @@ def _call_default(path: str) -> Any:
     return value
 
 
-def setting(name: str, parse: Callable[[str, Any], Any], help: str, *, default: Any = None,
-            flag: str | None = "", env: str = "", commands: tuple[str, ...] = SERVE_AND_DEMO, limit: bool = False,
+def setting(parse: Callable[[str, Any], Any], help: str, *, default: Any = None, flag: str | None = "",
+            env: str = "", commands: tuple[str, ...] = SERVE_AND_DEMO, limit: bool = False,
             call: str | None = None, shown: str | None = None, append: bool = False, secret: bool = False) -> Any:
-    """An attrs field declaring setting ``name`` (``flag=""``: ``--name``; ``env=""``:
-    ``EARPIECE_NAME``; ``call``: default taken from the call runtime)."""
-    option = Option(parse=parse, help=help, flag=f"--{name.replace('_', '-')}" if flag == "" else flag,
-                    env=env or f"EARPIECE_{name.upper()}", commands=commands, limit=limit, call=call,
+    """An attrs field declaring one setting (``flag=""``: ``--field-name``; ``env=""``:
+    ``EARPIECE_FIELD_NAME``; ``call``: its default is the call runtime's)."""
+    option = Option(parse=parse, help=help, flag=flag, env=env, commands=commands, limit=limit, call=call,
                     shown=shown, append=append)
     value = _call_default(call) if call else default
     return attrs.field(default=value, repr=not secret, metadata={_META: option})
@@ -206,61 +206,55 @@ def setting(name: str, parse: Callable[[str, Any], Any], help: str, *, default: 
 class Settings:
     """What a gateway process runs with; built by ``from_sources`` (or directly, in tests)."""
 
-    host: str = setting("host", _text, "bind address", default="127.0.0.1", commands=SERVE)
-    port: int = setting("port", _port, "bind port; 0: any free port", default=8080, commands=SERVE)
-    provider: str = setting("provider", _text, "STT provider", default=DEFAULT_PROVIDER)
-    fallback: tuple[str, ...] = setting("fallback", _names, "NAME[,NAME]: providers to fail over to, in order",
-                                        default=())
+    host: str = setting(_text, "bind address", default="127.0.0.1", commands=SERVE)
+    port: int = setting(_port, "bind port; 0: any free port", default=8080, commands=SERVE)
+    provider: str = setting(_text, "STT provider", default=DEFAULT_PROVIDER)
+    fallback: tuple[str, ...] = setting(_names, "NAME[,NAME]: providers to fail over to, in order", default=())
     sinks: tuple[str, ...] = setting(
-        "sinks", _sinks, "stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
+        _sinks, "stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
         "python:module:callable, each with ?types=… (repeatable; EARPIECE_SINKS: comma-separated)",
         default=("stdout",), flag="--sink", append=True)
-    max_calls: int | None = setting("max_calls", _whole, "refuse calls beyond N")
-    public_url: str | None = setting("public_url", _public_url, "https://public.host the gateway is reached at")
-    batch_ms: int = setting("batch_ms", _batch_ms, "audio batch towards the provider, ms", call="batch_ms")
-    drain_timeout: float = setting("drain_timeout", _seconds, "seconds to wait for the final transcript",
-                                   call="drain_timeout")
-    log_format: str = setting("log_format", _log_format, "text | json", default="text", shown="")
-    max_message_bytes: int = setting(
-        "max_message_bytes", _whole, "largest WebSocket message; larger closes the socket with 1009", limit=True,
-        call="twilio_limits.max_message_chars")
-    max_payload_bytes: int = setting("max_payload_bytes", _whole, "largest decoded audio payload of one media "
-                                     "message", limit=True, call="twilio_limits.max_payload_bytes")
-    max_custom_parameters: int = setting("max_custom_parameters", _whole, "most customParameters in start",
-                                         limit=True, call="twilio_limits.max_custom_parameters")
-    max_custom_parameter_chars: int = setting(
-        "max_custom_parameter_chars", _whole, "longest name + value of one customParameter", limit=True,
-        call="twilio_limits.max_custom_parameter_chars")
-    max_call_duration: float = setting("max_call_duration", _seconds, "seconds after which a call is ended",
-                                       limit=True, call="max_call_duration")
-    media_idle_timeout: float = setting("media_idle_timeout", _seconds, "seconds without media that end a call",
-                                        limit=True, call="media_idle_timeout")
+    max_calls: int | None = setting(_whole, "refuse calls beyond N")
+    public_url: str | None = setting(_public_url, "https://public.host the gateway is reached at")
+    batch_ms: int = setting(_batch_ms, "audio batch towards the provider, ms", call="batch_ms")
+    drain_timeout: float = setting(_seconds, "seconds to wait for the final transcript", call="drain_timeout")
+    log_format: str = setting(_log_format, "text | json", default="text", shown="")
+    max_message_bytes: int = setting(_whole, "largest WebSocket message; larger closes the socket with 1009",
+                                     limit=True, call="twilio_limits.max_message_chars")
+    max_payload_bytes: int = setting(_whole, "largest decoded audio payload of one media message", limit=True,
+                                     call="twilio_limits.max_payload_bytes")
+    max_custom_parameters: int = setting(_whole, "most customParameters in start", limit=True,
+                                         call="twilio_limits.max_custom_parameters")
+    max_custom_parameter_chars: int = setting(_whole, "longest name + value of one customParameter", limit=True,
+                                              call="twilio_limits.max_custom_parameter_chars")
+    max_call_duration: float = setting(_seconds, "seconds after which a call is ended", limit=True,
+                                       call="max_call_duration")
+    media_idle_timeout: float = setting(_seconds, "seconds without media that end a call", limit=True,
+                                        call="media_idle_timeout")
     #: seconds the median live call may fall behind before new calls are refused; None: never
-    max_lag: float | None = setting("max_lag", _seconds_or_off, "also refuse new calls while the median call is "
-                                    "this many seconds behind real time", shown="off")
-    #: share of a core the event loop may use before new calls are refused; None: no limit
-    max_busy: float | None = setting("max_busy", _share, "refuse new calls while the event loop uses more than "
-                                     "this share of a core; 0: never", default=0.9)  # see gateway/overload.py
-    certfile: str | None = setting("certfile", _text, "PEM certificate chain: serve HTTPS/WSS without a TLS "
-                                   "proxy", commands=SERVE)
-    keyfile: str | None = setting("keyfile", _text, "PEM private key (unencrypted) for --certfile",
-                                  commands=SERVE)
+    max_lag: float | None = setting(_seconds_or_off, "also refuse new calls while the median call is this many "
+                                    "seconds behind real time", shown="off")
+    #: share of a core the event loop may use before new calls are refused; None: no limit (gateway/overload.py)
+    max_busy: float | None = setting(_share, "refuse new calls while the event loop uses more than this share of "
+                                     "a core; 0: never", default=0.9)
+    certfile: str | None = setting(_text, "PEM certificate chain: serve HTTPS/WSS without a TLS proxy",
+                                   commands=SERVE)
+    keyfile: str | None = setting(_text, "PEM private key (unencrypted) for --certfile", commands=SERVE)
     #: Twilio's primary auth token; set means every Twilio request must be signed.
-    twilio_auth_token: str | None = setting("twilio_auth_token", _secret, "", flag=None, env="TWILIO_AUTH_TOKEN",
-                                            secret=True)
+    twilio_auth_token: str | None = setting(_secret, "", flag=None, env="TWILIO_AUTH_TOKEN", secret=True)
     #: gateway processes on one port; --max-calls is per worker
-    workers: int = setting("workers", _workers, "gateway processes on the port, N or auto (cores); --max-calls "
-                           "is per worker", default=1, commands=SERVE)
-    drain_grace: float = setting("drain_grace", _seconds, "seconds live calls may go on after SIGTERM/SIGINT "
-                                 "before they are ended", default=300.0, commands=SERVE)
+    workers: int = setting(_workers, "gateway processes on the port, N or auto (cores); --max-calls is per "
+                           "worker", default=1, commands=SERVE)
+    drain_grace: float = setting(_seconds, "seconds live calls may go on after SIGTERM/SIGINT before they are "
+                                 "ended", default=300.0, commands=SERVE)
     #: serve GET /metrics alone on 127.0.0.1:P as well
-    metrics_port: int | None = setting("metrics_port", _metrics_port, "also serve GET /metrics alone on "
-                                       "127.0.0.1:P", commands=SERVE)
+    metrics_port: int | None = setting(_metrics_port, "also serve GET /metrics alone on 127.0.0.1:P",
+                                       commands=SERVE)
     #: Bearer token for the read routes (/metrics, /calls, /events, the dashboard)
-    api_token: str | None = setting("api_token", _secret, "", flag=None, secret=True)
+    api_token: str | None = setting(_secret, "", flag=None, secret=True)
     #: seconds each sink gets at shutdown to deliver what it still holds
-    sink_flush_timeout: float = setting("sink_flush_timeout", _seconds, "seconds each sink gets at shutdown to "
-                                        "deliver what it holds", default=5.0)
+    sink_flush_timeout: float = setting(_seconds, "seconds each sink gets at shutdown to deliver what it holds",
+                                        default=5.0)
 
     @property
     def provider_chain(self) -> tuple[str, ...]:
@@ -297,12 +291,18 @@ class Settings:
 
 
 _CALL_CONVERTER = cattrs.Converter()
-_CALL_CONVERTER.register_structure_hook(Any, lambda value, _: value)  # providers: passed as they are
 
 
-def options() -> list[tuple[attrs.Attribute[Any], Option]]:
-    """Every setting's field and declaration, in declaration order."""
-    return [(field, field.metadata[_META]) for field in attrs.fields(Settings)]
+@functools.cache
+def options() -> tuple[tuple[attrs.Attribute[Any], Option], ...]:
+    """Every setting's field and declaration, in declaration order, its flag and
+    variable named after the field where the declaration left them out."""
+    named = []
+    for field in attrs.fields(Settings):
+        option = field.metadata[_META]
+        flag = f"--{field.name.replace('_', '-')}" if option.flag == "" else option.flag
+        named.append((field, attrs.evolve(option, flag=flag, env=option.env or f"EARPIECE_{field.name.upper()}")))
+    return tuple(named)
 
 
 def _shown(option: Option, default: Any) -> str:

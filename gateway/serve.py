@@ -26,7 +26,7 @@ __all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_con
 
 log = logging.getLogger("earpiece.gateway")
 
-SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT (earpiece serve: --drain-grace)
+SHUTDOWN_GRACE = 10.0  # serve_gateway's grace when none is given; earpiece serve passes --drain-grace
 METRICS_REFRESH = 1.0  # seconds between two copies of the sampled figures into /metrics
 
 

@@ -9,7 +9,15 @@ import attrs
 
 from providers.twilio import TwilioLimits
 
-__all__ = ["CallConfig"]
+__all__ = ["CallConfig", "batch_ms_problem"]
+
+
+def batch_ms_problem(batch_ms: int) -> str | None:
+    """Why ``batch_ms`` cannot be a batch length (whole 20 ms Twilio frames, at most
+    1 s), or None; the gateway's ``--batch-ms`` check says the same."""
+    if 20 <= batch_ms <= 1000 and not batch_ms % 20:
+        return None
+    return f"must be a multiple of 20 between 20 and 1000, not {batch_ms}"
 
 
 def _providers(value: Sequence[Any]) -> tuple[Any, ...]:
@@ -76,8 +84,9 @@ class CallConfig:
     media_idle_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
-        if not 20 <= self.batch_ms <= 1000 or self.batch_ms % 20:
-            raise ValueError(f"batch_ms must be a multiple of 20 between 20 and 1000, not {self.batch_ms}")
+        problem = batch_ms_problem(self.batch_ms)
+        if problem:
+            raise ValueError(f"batch_ms {problem}")
         if self.edge_buffer_ms < self.batch_ms:
             raise ValueError("edge_buffer_ms must hold at least one batch")
         if self.drain_timeout <= 0:

@@ -14,10 +14,8 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from actors.config import CallConfig
 from actors.ports import Sink
 from providers.base import SttProvider
-from providers.twilio import TwilioLimits
 
 from .access import ReadAccess
 from .calls import CallRegistry
@@ -74,19 +72,8 @@ class Gateway:
         token = twilio_auth_token or settings.twilio_auth_token
         #: None: requests are not checked (no token configured)
         self.validator = TwilioSignatureValidator(token) if token else None
-        self.call_config = CallConfig(
-            batch_ms=settings.batch_ms,
-            drain_timeout=settings.drain_timeout,
-            twilio_limits=TwilioLimits(
-                max_payload_bytes=settings.max_payload_bytes,
-                max_custom_parameters=settings.max_custom_parameters,
-                max_custom_parameter_chars=settings.max_custom_parameter_chars,
-                max_message_chars=settings.max_message_bytes,
-            ),
-            max_call_duration=settings.max_call_duration,
-            media_idle_timeout=settings.media_idle_timeout,
-            fallbacks=tuple(fallbacks),  # --fallback: failed over to, in order (actors.supervision)
-        )
+        #: every call's runtime settings; --fallback providers are failed over to in order
+        self.call_config = settings.call_config(fallbacks=tuple(fallbacks))
         self.status_callbacks = 0
         self.refused_requests = 0
         self.stream_endpoint = TwilioStreamEndpoint(

@@ -24,7 +24,7 @@ from providers.base import SttProvider
 from providers.errors import ProviderConfigError
 from providers.registry import available_providers, create_provider
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, add_setting_flags
 from .sinks import SinkSpecError, check_sink_spec
 
 __all__ = ["main", "build_parser", "configure"]
@@ -41,20 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    _gateway_flags(serve)
-    serve.add_argument("--host", help="bind address (127.0.0.1)")
-    serve.add_argument("--port", help="bind port (8080)")
-    serve.add_argument("--certfile", help="PEM certificate chain: serve HTTPS/WSS without a TLS proxy")
-    serve.add_argument("--keyfile", help="PEM private key (unencrypted) for --certfile")
-    serve.add_argument("--workers", help="gateway processes on the port, N or auto (cores); --max-calls is per worker (1)")
-    serve.add_argument("--drain-grace", dest="drain_grace",
-                       help="seconds live calls may go on after SIGTERM/SIGINT before they are ended (300)")
-    serve.add_argument("--metrics-port", dest="metrics_port", help="also serve GET /metrics alone on 127.0.0.1:P")
+    add_setting_flags(serve, "serve")  # every flag and its help come from gateway.config.Settings
 
     demo = sub.add_parser("demo", help="transcribe a sample call offline, end to end")
     demo.add_argument("wav", nargs="?", help="any PCM WAV (default: the bundled sample call)")
     demo.add_argument("--fast", action="store_true", help="stream faster than real time")
-    _gateway_flags(demo)
+    add_setting_flags(demo, "demo")
 
     call = sub.add_parser("call", help="stream one simulated Twilio call from a WAV")
     call.add_argument("wav")
@@ -79,38 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _gateway_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", help="STT provider (whisper)")
-    parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
-    parser.add_argument("--sink", action="append",
-                        help="stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
-                             "python:module:callable, each with ?types=… (repeatable)")
-    parser.add_argument("--sink-flush-timeout", dest="sink_flush_timeout",
-                        help="seconds each sink gets at shutdown to deliver what it holds (5)")
-    parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
-    parser.add_argument("--max-lag", dest="max_lag",
-                        help="also refuse new calls while the median call is this many seconds behind real time (off)")
-    parser.add_argument("--max-busy", dest="max_busy",
-                        help="refuse new calls while the event loop uses more than this share of a core (0.9; 0: never)")
-    parser.add_argument("--public-url", dest="public_url", help="https://public.host the gateway is reached at")
-    parser.add_argument("--batch-ms", dest="batch_ms", help="audio batch towards the provider (100)")
-    parser.add_argument("--drain-timeout", dest="drain_timeout", help="seconds to wait for the final transcript (2)")
-    parser.add_argument("--log-format", dest="log_format", help="text | json")
-    limits = parser.add_argument_group("limits (each also EARPIECE_<FLAG>)")
-    limits.add_argument("--max-message-bytes", dest="max_message_bytes",
-                        help="largest WebSocket message; larger closes the socket with 1009 (65536)")
-    limits.add_argument("--max-payload-bytes", dest="max_payload_bytes",
-                        help="largest decoded audio payload of one media message (8000)")
-    limits.add_argument("--max-custom-parameters", dest="max_custom_parameters",
-                        help="most customParameters in start (64)")
-    limits.add_argument("--max-custom-parameter-chars", dest="max_custom_parameter_chars",
-                        help="longest name + value of one customParameter (1000)")
-    limits.add_argument("--max-call-duration", dest="max_call_duration",
-                        help="seconds after which a call is ended (14400 = 4 h)")
-    limits.add_argument("--media-idle-timeout", dest="media_idle_timeout",
-                        help="seconds without media that end a call (30)")
-
-
 def configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, SttProvider]:
     """Validate everything a gateway needs before it starts (ConfigError on any problem)."""
     settings, provider, _ = configure_chain(args, env)
@@ -124,11 +84,10 @@ def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
     for spec in settings.sinks:
         check_sink_spec(spec)
     try:
-        provider = create_provider(settings.provider, env)
-        fallbacks = tuple(create_provider(name, env) for name in settings.fallback)
+        provider, *fallbacks = (create_provider(name, env) for name in settings.provider_chain)
     except ProviderConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return settings, provider, fallbacks
+    return settings, provider, tuple(fallbacks)
 
 
 class _JsonFormatter(logging.Formatter):

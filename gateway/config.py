@@ -1,225 +1,327 @@
-"""Gateway settings: every flag has an ``EARPIECE_<FLAG>`` variable; a flag beats it.
+"""Gateway settings, each declared once: type, default, flag, variable, help, validation.
 
-Limits (all flags, all with ``EARPIECE_`` variables; defaults chosen for a phone line):
+Every field of ``Settings`` carries an ``Option`` (its attrs metadata).  From these
+declarations come the flags of ``earpiece serve`` and ``earpiece demo``
+(``add_setting_flags``), the reading of flags and ``EARPIECE_<FLAG>`` variables — a
+flag beats its variable — with one-line ``ConfigError`` messages
+(``Settings.from_sources``), and the per-call runtime configuration
+(``Settings.call_config``: ``CallConfig`` with its ``TwilioLimits``).
 
-=============================== ========= =================================================
-``--max-message-bytes``         65536     one WebSocket message (Hypercorn closes 1009)
-``--max-payload-bytes``         8000      decoded audio in one ``media`` message (1 s)
-``--max-custom-parameters``     64        entries in ``start.customParameters``
-``--max-custom-parameter-chars`` 1000     ``len(name) + len(value)`` of one of them
-``--max-call-duration``         14400     seconds a call may last (4 h)
-``--media-idle-timeout``        30        seconds without ``media`` that end a call
-=============================== ========= =================================================
+A setting that feeds the call runtime takes its default from there (``actors.config``,
+``providers.twilio``), so each default is written in exactly one place.
 
-``TWILIO_AUTH_TOKEN`` (environment only) turns on ``X-Twilio-Signature`` checks; it is
-held with ``repr=False`` and never rendered.  ``EARPIECE_API_TOKEN`` (environment only)
-guards the live read routes (``gateway/access.py``); held the same way.
+``TWILIO_AUTH_TOKEN`` and ``EARPIECE_API_TOKEN`` are environment only and held with
+``repr=False``: never rendered.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import cattrs
 
-__all__ = ["ConfigError", "Settings"]
+from actors.config import CallConfig, batch_ms_problem
 
-# Defaults of the limits above.  A Twilio media message is ~400 bytes; Twilio's own
-# <Parameter> limit is name + value under 500 characters.
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_PAYLOAD_BYTES = 8000
-MAX_CUSTOM_PARAMETERS = 64
-MAX_CUSTOM_PARAMETER_CHARS = 1000
-MAX_CALL_DURATION = 4 * 3600.0
-MEDIA_IDLE_TIMEOUT = 30.0
-MAX_BUSY = 0.9  # of one core; see gateway/overload.py
+__all__ = ["ConfigError", "Settings", "Option", "options", "add_setting_flags", "DEFAULT_PROVIDER"]
 
 
 class ConfigError(Exception):
     """Bad configuration: the message is one line saying what to fix."""
 
 
-def _positive_int(name: str, raw: str | int | None, default: int | None) -> int | None:
-    if raw is None or raw == "":
-        return default
+#: The provider when none is named: offline Whisper, its model inside a PyPI wheel.
+DEFAULT_PROVIDER = "whisper"
+
+SERVE_AND_DEMO = ("serve", "demo")
+SERVE = ("serve",)
+_OFF = ("0", "0.0", "off")
+
+# --- parsers: (flag, raw value given) -> value, or ConfigError naming the flag -----------
+
+
+def _text(flag: str, raw: Any) -> str:
+    return str(raw).strip()
+
+
+def _whole(flag: str, raw: Any) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        raise ConfigError(f"{flag} must be a whole number, not {raw!r}") from None
     if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {value}")
+        raise ConfigError(f"{flag} must be positive, not {value}")
     return value
 
 
-def _positive_float(name: str, raw: str | float | None, default: float) -> float:
-    if raw is None or raw == "":
-        return default
+def _seconds(flag: str, raw: Any) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise ConfigError(f"{flag} must be a number of seconds, not {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive, finite number of seconds, not {raw!r}")
+        raise ConfigError(f"{flag} must be a positive, finite number of seconds, not {raw!r}")
     return value
 
 
-def _share(name: str, raw: str | float | None, default: float) -> float | None:
+def _seconds_or_off(flag: str, raw: Any) -> float | None:
+    return None if str(raw).strip() in _OFF else _seconds(flag, raw)
+
+
+def _share(flag: str, raw: Any) -> float | None:
     """A share of one core in (0, 1]; 0 or off: no limit."""
-    if raw is None or str(raw).strip() == "":
-        return default
-    if str(raw).strip() in ("0", "0.0", "off"):
+    if str(raw).strip() in _OFF:
         return None
     try:
         value = float(str(raw))
     except ValueError:
-        raise ConfigError(f"{name} must be a share of one core between 0 and 1, not {raw!r}") from None
+        value = math.nan
     if not 0 < value <= 1:
-        raise ConfigError(f"{name} must be a share of one core between 0 and 1, not {raw!r}")
+        raise ConfigError(f"{flag} must be a share of one core between 0 and 1, not {raw!r}")
     return value
 
 
-def _workers(raw: object) -> int:
-    """``--workers N|auto``: auto is the number of cores this process may run on."""
-    if raw is None or str(raw).strip() == "":
-        return 1
+def _port(flag: str, raw: Any) -> int:
+    if str(raw).strip() == "0":
+        return 0  # a free port chosen by the system (the demo and tests use it)
+    port = _whole(flag, raw)
+    if port > 65535:
+        raise ConfigError(f"{flag} must be at most 65535, not {port}")
+    return port
+
+
+def _metrics_port(flag: str, raw: Any) -> int:
+    value = int(raw) if str(raw).strip().isdigit() else 0
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{flag} must be a port number from 1 to 65535, not {raw!r}")
+    return value
+
+
+def _workers(flag: str, raw: Any) -> int:
+    """``N`` or ``auto``: the number of cores this process may run on."""
     if str(raw).strip() == "auto":
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    value = _positive_int("--workers", str(raw), 1) or 1
+    value = _whole(flag, raw)
     if value > 256:
-        raise ConfigError(f"--workers must be at most 256, not {value}")
+        raise ConfigError(f"{flag} must be at most 256, not {value}")
     return value
 
 
-def _metrics_port(raw: object) -> int | None:
-    if raw is None or str(raw).strip() == "":
-        return None
-    value = _positive_int("--metrics-port", str(raw), None)
-    if value is None or value > 65535:
-        raise ConfigError(f"--metrics-port must be a port number from 1 to 65535, not {raw!r}")
+def _batch_ms(flag: str, raw: Any) -> int:
+    value = _whole(flag, raw)
+    problem = batch_ms_problem(value)  # the call runtime's own rule
+    if problem:
+        raise ConfigError(f"{flag} {problem}")
     return value
 
 
-#: The provider when none is named: offline Whisper, its model inside a PyPI wheel.
-DEFAULT_PROVIDER = "whisper"
+def _names(flag: str, raw: Any) -> tuple[str, ...]:
+    return tuple(name.strip() for name in str(raw).split(",") if name.strip())
+
+
+def _sinks(flag: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        from .sinks import split_sink_list  # a comma inside types= is not a new sink
+
+        return split_sink_list(raw)
+    return tuple(raw)  # repeated --sink
+
+
+def _log_format(flag: str, raw: Any) -> str:
+    if str(raw) not in ("text", "json"):
+        raise ConfigError(f"{flag} must be text or json, not {str(raw)!r}")
+    return str(raw)
+
+
+def _public_url(flag: str, raw: Any) -> str:
+    parts = urlsplit(str(raw))
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
+        shown = str(raw).rpartition("@")[2]  # never echo a user:password@
+        raise ConfigError(f"{flag} must look like https://host[:port], not {shown!r}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ConfigError(f"{flag} must be scheme://host[:port][/prefix], without user:password@, query or fragment")
+    return str(raw).rstrip("/")
+
+
+def _secret(flag: str, raw: Any) -> str:
+    return str(raw)
+
+
+# --- the declaration -----------------------------------------------------------------
+
+_META = "earpiece.option"
+
+
+@attrs.frozen
+class Option:
+    """How one setting is given and checked.
+
+    ``flag``: the command-line flag (None: environment only); its argparse ``dest`` is
+    the flag without dashes.  ``env``: the variable (``EARPIECE_<FLAG>`` unless named).  ``commands``: where the flag
+    exists.  ``call``: the ``CallConfig`` field it feeds (``twilio_limits.NAME`` for a
+    Twilio limit), whose default it shares.  ``shown``: the default as help shows it
+    ("" hides it)."""
+
+    parse: Callable[[str, Any], Any]
+    help: str
+    flag: str | None
+    env: str
+    commands: tuple[str, ...] = SERVE_AND_DEMO
+    limit: bool = False
+    call: str | None = None
+    shown: str | None = None
+    append: bool = False
+
+    @property
+    def dest(self) -> str | None:
+        return self.flag.lstrip("-").replace("-", "_") if self.flag else None
+
+
+def _call_default(path: str) -> Any:
+    """The default of a ``CallConfig`` field, or of a field of its ``TwilioLimits``."""
+    value: Any = CallConfig()
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def setting(parse: Callable[[str, Any], Any], help: str, *, default: Any = None, flag: str | None = "",
+            env: str = "", commands: tuple[str, ...] = SERVE_AND_DEMO, limit: bool = False,
+            call: str | None = None, shown: str | None = None, append: bool = False, secret: bool = False) -> Any:
+    """An attrs field declaring one setting (``flag=""``: ``--field-name``; ``env=""``:
+    ``EARPIECE_FIELD_NAME``; ``call``: its default is the call runtime's)."""
+    option = Option(parse=parse, help=help, flag=flag, env=env, commands=commands, limit=limit, call=call,
+                    shown=shown, append=append)
+    value = _call_default(call) if call else default
+    return attrs.field(default=value, repr=not secret, metadata={_META: option})
 
 
 @attrs.frozen
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    provider: str = DEFAULT_PROVIDER
-    fallback: tuple[str, ...] = ()
-    sinks: tuple[str, ...] = ("stdout",)
-    max_calls: int | None = None
-    public_url: str | None = None
-    batch_ms: int = 100
-    drain_timeout: float = 2.0
-    log_format: str = "text"
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES
-    max_custom_parameters: int = MAX_CUSTOM_PARAMETERS
-    max_custom_parameter_chars: int = MAX_CUSTOM_PARAMETER_CHARS
-    max_call_duration: float = MAX_CALL_DURATION
-    media_idle_timeout: float = MEDIA_IDLE_TIMEOUT
+    """What a gateway process runs with; built by ``from_sources`` (or directly, in tests)."""
+
+    host: str = setting(_text, "bind address", default="127.0.0.1", commands=SERVE)
+    port: int = setting(_port, "bind port; 0: any free port", default=8080, commands=SERVE)
+    provider: str = setting(_text, "STT provider", default=DEFAULT_PROVIDER)
+    fallback: tuple[str, ...] = setting(_names, "NAME[,NAME]: providers to fail over to, in order", default=())
+    sinks: tuple[str, ...] = setting(
+        _sinks, "stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
+        "python:module:callable, each with ?types=… (repeatable; EARPIECE_SINKS: comma-separated)",
+        default=("stdout",), flag="--sink", append=True)
+    max_calls: int | None = setting(_whole, "refuse calls beyond N")
+    public_url: str | None = setting(_public_url, "https://public.host the gateway is reached at")
+    batch_ms: int = setting(_batch_ms, "audio batch towards the provider, ms", call="batch_ms")
+    drain_timeout: float = setting(_seconds, "seconds to wait for the final transcript", call="drain_timeout")
+    log_format: str = setting(_log_format, "text | json", default="text", shown="")
+    max_message_bytes: int = setting(_whole, "largest WebSocket message; larger closes the socket with 1009",
+                                     limit=True, call="twilio_limits.max_message_chars")
+    max_payload_bytes: int = setting(_whole, "largest decoded audio payload of one media message", limit=True,
+                                     call="twilio_limits.max_payload_bytes")
+    max_custom_parameters: int = setting(_whole, "most customParameters in start", limit=True,
+                                         call="twilio_limits.max_custom_parameters")
+    max_custom_parameter_chars: int = setting(_whole, "longest name + value of one customParameter", limit=True,
+                                              call="twilio_limits.max_custom_parameter_chars")
+    max_call_duration: float = setting(_seconds, "seconds after which a call is ended", limit=True,
+                                       call="max_call_duration")
+    media_idle_timeout: float = setting(_seconds, "seconds without media that end a call", limit=True,
+                                        call="media_idle_timeout")
     #: seconds the median live call may fall behind before new calls are refused; None: never
-    max_lag: float | None = None
-    #: share of a core the event loop may use before new calls are refused; None: no limit
-    max_busy: float | None = MAX_BUSY
-    certfile: str | None = None
-    keyfile: str | None = None
+    max_lag: float | None = setting(_seconds_or_off, "also refuse new calls while the median call is this many "
+                                    "seconds behind real time", shown="off")
+    #: share of a core the event loop may use before new calls are refused; None: no limit (gateway/overload.py)
+    max_busy: float | None = setting(_share, "refuse new calls while the event loop uses more than this share of "
+                                     "a core; 0: never", default=0.9)
+    certfile: str | None = setting(_text, "PEM certificate chain: serve HTTPS/WSS without a TLS proxy",
+                                   commands=SERVE)
+    keyfile: str | None = setting(_text, "PEM private key (unencrypted) for --certfile", commands=SERVE)
     #: Twilio's primary auth token; set means every Twilio request must be signed.
-    twilio_auth_token: str | None = attrs.field(default=None, repr=False)
-    #: gateway processes on one port (--workers N|auto); --max-calls is per worker
-    workers: int = 1
-    #: seconds live calls may go on after SIGTERM/SIGINT before they are ended (--drain-grace)
-    drain_grace: float = 300.0
-    #: serve GET /metrics alone on 127.0.0.1:P as well (--metrics-port)
-    metrics_port: int | None = None
-    #: EARPIECE_API_TOKEN (environment only): Bearer token for the read routes (/metrics, ...)
-    api_token: str | None = attrs.field(default=None, repr=False)
+    twilio_auth_token: str | None = setting(_secret, "", flag=None, env="TWILIO_AUTH_TOKEN", secret=True)
+    #: gateway processes on one port; --max-calls is per worker
+    workers: int = setting(_workers, "gateway processes on the port, N or auto (cores); --max-calls is per "
+                           "worker", default=1, commands=SERVE)
+    drain_grace: float = setting(_seconds, "seconds live calls may go on after SIGTERM/SIGINT before they are "
+                                 "ended", default=300.0, commands=SERVE)
+    #: serve GET /metrics alone on 127.0.0.1:P as well
+    metrics_port: int | None = setting(_metrics_port, "also serve GET /metrics alone on 127.0.0.1:P",
+                                       commands=SERVE)
+    #: Bearer token for the read routes (/metrics, /calls, /events, the dashboard)
+    api_token: str | None = setting(_secret, "", flag=None, secret=True)
     #: seconds each sink gets at shutdown to deliver what it still holds
-    sink_flush_timeout: float = 5.0
+    sink_flush_timeout: float = setting(_seconds, "seconds each sink gets at shutdown to deliver what it holds",
+                                        default=5.0)
+
+    @property
+    def provider_chain(self) -> tuple[str, ...]:
+        """The primary provider, then the ``--fallback`` ones: each is created the same way."""
+        return (self.provider, *self.fallback)
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
-        """``flags`` holds parsed CLI values (None = not given)."""
-
-        def pick(name: str) -> object:
-            value = flags.get(name)
-            if value is not None and value != []:
-                return value
-            return env.get(f"EARPIECE_{name.upper()}")
-
-        raw_port = pick("port")
-        # 0 asks the system for a free port (the demo and tests use it)
-        port = 0 if str(raw_port).strip() == "0" else _positive_int("--port", raw_port, 8080)
-        if port is not None and port > 65535:
-            raise ConfigError(f"--port must be at most 65535, not {port}")
-        sinks_raw = flags.get("sink") or env.get("EARPIECE_SINKS")
-        if isinstance(sinks_raw, str):
-            from .sinks import split_sink_list  # a comma inside types= is not a new sink
-
-            sinks = split_sink_list(sinks_raw)
-        else:
-            sinks = tuple(sinks_raw or ("stdout",))
-        fallback_raw = pick("fallback")
-        fallback = tuple(s.strip() for s in str(fallback_raw).split(",") if s.strip()) if fallback_raw else ()
-        public_url = pick("public_url")
-        if public_url:
-            parts = urlsplit(str(public_url))
-            if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
-                shown = str(public_url).rpartition("@")[2]  # never echo a user:password@
-                raise ConfigError(f"--public-url must look like https://host[:port], not {shown!r}")
-            if parts.username is not None or parts.query or parts.fragment:
-                raise ConfigError("--public-url must be scheme://host[:port][/prefix], without user:password@, "
-                                  "query or fragment")
-        batch_ms = _positive_int("--batch-ms", pick("batch_ms"), 100) or 100
-        if batch_ms % 20 or batch_ms > 1000:
-            raise ConfigError(f"--batch-ms must be a multiple of 20 up to 1000, not {batch_ms}")
-        log_format = str(pick("log_format") or "text")
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format must be text or json, not {log_format!r}")
-        certfile, keyfile = pick("certfile"), pick("keyfile")
-        if bool(certfile) != bool(keyfile):
+        """``flags`` holds parsed CLI values by ``dest`` (None or [] = not given); an
+        unset or empty value leaves the default."""
+        values: dict[str, Any] = {}
+        for field, option in options():
+            raw = flags.get(option.dest) if option.dest else None
+            if raw is None or raw == []:
+                raw = env.get(option.env)
+            if raw is not None and str(raw).strip() != "":
+                values[field.name] = option.parse(option.flag or option.env, raw)
+        if bool(values.get("certfile")) != bool(values.get("keyfile")):
             raise ConfigError("--certfile and --keyfile go together: give both (PEM certificate chain and key)")
+        return cls(**values)
 
-        def limit(name: str, default: int) -> int:
-            return _positive_int(f"--{name.replace('_', '-')}", pick(name), default) or default
+    def call_config(self, fallbacks: tuple[Any, ...] = ()) -> CallConfig:
+        """How each call runs: every setting declared with ``call=`` (``fallbacks``: the
+        providers failed over to, in order)."""
+        nested: dict[str, Any] = {}
+        for field, option in options():
+            if option.call:
+                *parents, leaf = option.call.split(".")
+                target = nested
+                for parent in parents:
+                    target = target.setdefault(parent, {})
+                target[leaf] = getattr(self, field.name)
+        return attrs.evolve(_CALL_CONVERTER.structure(nested, CallConfig), fallbacks=fallbacks)
 
-        def seconds(name: str, default: float) -> float:
-            return _positive_float(f"--{name.replace('_', '-')}", pick(name), default)
 
-        raw_lag = pick("max_lag")
-        off = raw_lag is not None and str(raw_lag).strip() in ("0", "0.0", "off")
-        max_busy = _share("--max-busy", pick("max_busy"), MAX_BUSY)
-        return cls(
-            host=str(pick("host") or "127.0.0.1"),
-            port=port if port is not None else 8080,
-            provider=str(pick("provider") or DEFAULT_PROVIDER),
-            fallback=fallback,
-            sinks=sinks,
-            max_calls=_positive_int("--max-calls", pick("max_calls"), None),
-            public_url=str(public_url).rstrip("/") if public_url else None,
-            batch_ms=batch_ms,
-            drain_timeout=_positive_float("--drain-timeout", pick("drain_timeout"), 2.0),
-            log_format=log_format,
-            max_message_bytes=limit("max_message_bytes", MAX_MESSAGE_BYTES),
-            max_payload_bytes=limit("max_payload_bytes", MAX_PAYLOAD_BYTES),
-            max_custom_parameters=limit("max_custom_parameters", MAX_CUSTOM_PARAMETERS),
-            max_custom_parameter_chars=limit("max_custom_parameter_chars", MAX_CUSTOM_PARAMETER_CHARS),
-            max_call_duration=seconds("max_call_duration", MAX_CALL_DURATION),
-            media_idle_timeout=seconds("media_idle_timeout", MEDIA_IDLE_TIMEOUT),
-            max_lag=None if off or raw_lag is None else seconds("max_lag", 1.0),
-            max_busy=max_busy,
-            certfile=str(certfile) if certfile else None,
-            keyfile=str(keyfile) if keyfile else None,
-            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
-            workers=_workers(pick("workers")),
-            drain_grace=seconds("drain_grace", 300.0),
-            metrics_port=_metrics_port(pick("metrics_port")),
-            api_token=env.get("EARPIECE_API_TOKEN") or None,
-            sink_flush_timeout=seconds("sink_flush_timeout", 5.0),
-        )
+_CALL_CONVERTER = cattrs.Converter()
+
+
+@functools.cache
+def options() -> tuple[tuple[attrs.Attribute[Any], Option], ...]:
+    """Every setting's field and declaration, in declaration order, its flag and
+    variable named after the field where the declaration left them out."""
+    named = []
+    for field in attrs.fields(Settings):
+        option = field.metadata[_META]
+        flag = f"--{field.name.replace('_', '-')}" if option.flag == "" else option.flag
+        named.append((field, attrs.evolve(option, flag=flag, env=option.env or f"EARPIECE_{field.name.upper()}")))
+    return tuple(named)
+
+
+def _shown(option: Option, default: Any) -> str:
+    if option.shown is not None:
+        return option.shown
+    if default is None or default == ():
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the flag of every setting ``command`` takes, its help ending in the default."""
+    limits = parser.add_argument_group("limits (each also EARPIECE_<FLAG>)")
+    for field, option in options():
+        if option.flag is None or command not in option.commands:
+            continue
+        shown = _shown(option, field.default)
+        help = f"{option.help} ({shown})" if shown else option.help
+        (limits if option.limit else parser).add_argument(
+            option.flag, dest=option.dest, help=help, action="append" if option.append else None)

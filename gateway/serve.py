@@ -16,6 +16,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from providers.base import finalize_timeout
+from providers.twilio import TwilioLimits
 
 from .app import STREAM_PATH, Gateway
 from .calls import DRAIN_SETTLE
@@ -27,17 +28,16 @@ __all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_con
 
 log = logging.getLogger("earpiece.gateway")
 
-SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT (earpiece serve: --drain-grace)
+SHUTDOWN_GRACE = 10.0  # serve_gateway's grace when none is given; earpiece serve passes --drain-grace
 METRICS_REFRESH = 1.0  # seconds between two copies of the sampled figures into /metrics
-MAX_WS_MESSAGE = 64 * 1024  # a Twilio media message is ~400 bytes
 
 
-def hypercorn_config(host: str, port: int, *, max_message_bytes: int = MAX_WS_MESSAGE,
+def hypercorn_config(host: str, port: int, *, max_message_bytes: int = TwilioLimits().max_message_chars,
                      certfile: str | None = None, keyfile: str | None = None,
                      listen_fd: int | None = None) -> HypercornConfig:
-    """``max_message_bytes``: a larger WebSocket message makes Hypercorn close that socket
-    with 1009 (Message Too Big) before the application sees it, so one peer cannot make
-    the process buffer more.  ``certfile``/``keyfile``: serve HTTPS and WSS.
+    """``max_message_bytes``: the limit Hypercorn applies to a WebSocket on any other path
+    (closing with 1009); the Twilio stream, on the gateway's own socket (``gateway.edge``),
+    applies the same setting itself.  ``certfile``/``keyfile``: serve HTTPS and WSS.
     ``listen_fd``: listen on this inherited socket instead of binding ``host:port``
     (a worker of ``--workers N``: ``gateway.workers`` made it)."""
     config = HypercornConfig()

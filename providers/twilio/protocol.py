@@ -71,7 +71,7 @@ class TwilioLimits:
     max_payload_bytes: int = 8000
     max_custom_parameters: int = 64
     max_custom_parameter_chars: int = 1000
-    max_message_chars: int = 65536
+    max_message_chars: int = 64 * 1024  # the gateway's --max-message-bytes default too
 
 
 @attrs.frozen

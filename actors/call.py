@@ -11,9 +11,12 @@ The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
 ``actors.supervision``); the ReplayBuffer between it and the Resampler never waits on a
 session, so a provider outage never slows the Twilio side.
 
+When every provider of the chain takes Twilio's 8 kHz mu-law (every cloud vendor does)
+there is no Resampler: TwilioReader writes its batches into the ReplayBuffer itself.
+
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
-ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
+ReplayBuffer's input; without a Resampler the reader closes it), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
 moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
 inner nursery's cancel scope).  ``call_ended`` is always the last event.
 """
@@ -85,7 +88,11 @@ async def run_call(
     audio_format = provider.audio_format if len(formats) == 1 else MULAW_8K
     reader_scope = reader_scope or trio.CancelScope()
     stats = CallStats()
-    channels = open_call_channels()
+    # Provider format = Twilio's: the reader writes straight into the replay buffer
+    # (no Resampler task, no mu-law channel, one task switch fewer per batch).
+    passthrough = audio_format == MULAW_8K
+    channels = open_call_channels(mulaw=not passthrough)
+    replay = ReplayBuffer(config.replay_ms, stats, audio_format)
     reader = TwilioReader(config, stats, batch_ms=provider.chunk_ms)
     emitter = TranscriptEmitter(sinks)
     stream: StreamStarted | None = None
@@ -98,14 +105,15 @@ async def run_call(
                 async with trio.open_nursery() as inner:
 
                     stream = await inner.start(partial(
-                        reader.run, source, channels.mulaw_send, events_send.clone(),
+                        reader.run, source, replay if passthrough else channels.mulaw_send, events_send.clone(),
                         drain_scope=inner.cancel_scope, read_scope=reader_scope))
                     label = f"[{stream.call_sid}]"
                     if on_started is not None:
                         on_started(stream, stats)
-                    replay = ReplayBuffer(config.replay_ms, stats, audio_format, label)
+                    replay.label = label
                     leg = ProviderLeg(chain, stats, label, config=config, rng=rng)
-                    inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, replay)
+                    if not passthrough:
+                        inner.start_soon(Resampler(audio_format).run, channels.mulaw_receive, replay)
                     inner.start_soon(leg.run, replay, events_send.clone())
             except* StreamEndedBeforeStartError as group:
                 reason, detail, close_code = "no-call", str(_first(group)), 1000

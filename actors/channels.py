@@ -19,13 +19,17 @@ EVENT_CHANNEL_SIZE = 256
 
 @attrs.frozen
 class CallChannels:
-    mulaw_send: trio.MemorySendChannel[AudioBatch]
-    mulaw_receive: trio.MemoryReceiveChannel[AudioBatch]
     events_send: trio.MemorySendChannel[CallEvent]
     events_receive: trio.MemoryReceiveChannel[CallEvent]
+    #: TwilioReader → Resampler; None when the provider takes Twilio's mu-law as it comes
+    #: (the reader then writes into the ReplayBuffer itself)
+    mulaw_send: trio.MemorySendChannel[AudioBatch] | None = None
+    mulaw_receive: trio.MemoryReceiveChannel[AudioBatch] | None = None
 
 
-def open_call_channels() -> CallChannels:
-    mulaw_send, mulaw_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
+def open_call_channels(*, mulaw: bool = True) -> CallChannels:
     events_send, events_receive = trio.open_memory_channel[CallEvent](EVENT_CHANNEL_SIZE)
-    return CallChannels(mulaw_send, mulaw_receive, events_send, events_receive)
+    if not mulaw:
+        return CallChannels(events_send, events_receive)
+    mulaw_send, mulaw_receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
+    return CallChannels(events_send, events_receive, mulaw_send, mulaw_receive)

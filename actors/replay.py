@@ -59,7 +59,7 @@ class ReplayBuffer:
         self.committed_end_ms = 0
         self.peak_ms = 0
         self._stats = stats
-        self._label = label
+        self.label = label  # the call's, for log lines (set once Twilio's start named it)
         self._sent = _BatchQueue()
         self._in_flight: AudioBatch | None = None
         self._unsent = _BatchQueue()
@@ -132,7 +132,7 @@ class ReplayBuffer:
             self._stats.replay_overflow_ms += max(0, lost)
             if not self._overflowing:
                 self._overflowing = True
-                log.warning("%s replay buffer full (%d ms): dropping the oldest unsent audio", self._label,
+                log.warning("%s replay buffer full (%d ms): dropping the oldest unsent audio", self.label,
                             self.capacity_ms)
 
     # --- the session side -----------------------------------------------------------

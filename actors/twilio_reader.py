@@ -18,6 +18,7 @@ from providers.twilio import (
 from .config import CallConfig
 from .messages import AudioBatch, CallEvent, CallStarted, DtmfPressed, StreamStarted
 from .ports import TextSource
+from .resampler import AudioOutput
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
 MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
@@ -36,7 +37,8 @@ class TwilioReader:
     (``connected → start → (media | dtmf | mark)* → stop``); tells a
     ``BatchingTextSource`` how many media messages complete the current batch.
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
-    ``AudioBatch``es of ``batch_ms`` on ``mulaw_send``.
+    ``AudioBatch``es of ``batch_ms`` on ``mulaw_send`` (a memory channel to the
+    Resampler, or, when the provider takes mu-law, the call's ``ReplayBuffer``).
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
     Closes: ``mulaw_send`` and ``events_send`` when it returns, after ``stop``, when
     the peer went away, or on shutdown (``ended_by`` says which).
@@ -63,7 +65,7 @@ class TwilioReader:
     async def run(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         *,
         drain_scope: trio.CancelScope | None = None,
@@ -123,7 +125,7 @@ class TwilioReader:
     async def _read_media_within_limits(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         call_deadline: float,
     ) -> None:
@@ -154,7 +156,7 @@ class TwilioReader:
     async def _read_media(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         limits: trio.CancelScope,
         call_deadline: float,
@@ -203,12 +205,12 @@ class TwilioReader:
                 await events_send.send(DtmfPressed(event.digit, stats.audio_ms))
         self._flush_parts(mulaw_send)
 
-    def _flush_parts(self, mulaw_send: trio.MemorySendChannel[AudioBatch]) -> None:
+    def _flush_parts(self, mulaw_send: AudioOutput) -> None:
         if self._parts:
             self._offer(mulaw_send, b"".join(self._parts))
             self._parts.clear()
 
-    def _offer(self, mulaw_send: trio.MemorySendChannel[AudioBatch], payload: bytes) -> None:
+    def _offer(self, mulaw_send: AudioOutput, payload: bytes) -> None:
         """Queue one batch without ever waiting (the edge overflow policy)."""
         duration_ms = len(payload) // MULAW_BYTES_PER_MS
         start_ms = self._stats.audio_ms - duration_ms

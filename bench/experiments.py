@@ -24,6 +24,13 @@ Variants:
 ``replay_8s``
     ``CallConfig.replay_ms`` = 8000 instead of 30 000 (memory per call with a provider
     that commits rarely).
+``gc_report``
+    nothing switched off: every garbage collection's generation and CPU time are
+    recorded and summed up on stderr at exit (the gateway's log).
+``loop_report``
+    nothing switched off: a trio instrument times every pass of the run loop (the tasks
+    run between two ``epoll`` waits, thread CPU time) and prints the distribution at
+    exit: how long a task made runnable may wait behind the others.
 """
 
 from __future__ import annotations
@@ -65,11 +72,77 @@ def replay_ms(ms: int) -> None:
     gateway.app.CallConfig = smaller_replay
 
 
+def _dist(values: list[float]) -> str:
+    if not values:
+        return "none"
+    v = sorted(values)
+    pick = lambda q: v[min(len(v) - 1, int(q * len(v)))]  # noqa: E731
+    return (f"n={len(v)} total={sum(v) / 1000:.2f}s p50={pick(0.5):.3f} p99={pick(0.99):.3f} "
+            f"p99.9={pick(0.999):.3f} max={v[-1]:.3f} ms")
+
+
+def gc_report() -> None:
+    import atexit
+    import time
+
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = [0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.thread_time_ns()
+        else:
+            pauses[info["generation"]].append((time.thread_time_ns() - started[0]) / 1e6)
+
+    gc.callbacks.append(callback)
+
+    @atexit.register
+    def report() -> None:
+        for gen, values in pauses.items():
+            print(f"gc_report gen{gen}: {_dist(values)}", file=sys.stderr, flush=True)
+
+
+def loop_report() -> None:
+    import atexit
+    import time
+
+    import trio
+
+    passes: list[float] = []
+
+    class PassTimer(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.t = 0
+
+        def after_io_wait(self, timeout: float) -> None:
+            self.t = time.thread_time_ns()
+
+        def before_io_wait(self, timeout: float) -> None:
+            if self.t:
+                passes.append((time.thread_time_ns() - self.t) / 1e6)
+
+    original = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassTimer()]
+        return original(*args, **kwargs)
+
+    trio.run = run
+
+    @atexit.register
+    def report() -> None:
+        busy = [p for p in passes if p > 0.05]
+        print(f"loop_report passes: {_dist(passes)}", file=sys.stderr, flush=True)
+        print(f"loop_report passes > 50 us: {_dist(busy)}", file=sys.stderr, flush=True)
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
     "via_hypercorn": via_hypercorn,
     "no_rcvlowat": no_rcvlowat,
     "no_gc_freeze": no_gc_freeze,
     "replay_8s": lambda: replay_ms(8000),
+    "gc_report": gc_report,
+    "loop_report": loop_report,
     "none": lambda: None,
 }
 

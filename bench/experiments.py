@@ -24,6 +24,9 @@ Variants:
 ``replay_8s``
     ``CallConfig.replay_ms`` = 8000 instead of 30 000 (memory per call with a provider
     that commits rarely).
+``gc_default``
+    CPython's default collector thresholds (a full collection per 10 middle-generation
+    ones) instead of the gateway's one per 100.
 ``gc_report``
     nothing switched off: every garbage collection's generation and CPU time are
     recorded and summed up on stderr at exit (the gateway's log).
@@ -81,6 +84,12 @@ def _dist(values: list[float]) -> str:
             f"p99.9={pick(0.999):.3f} max={v[-1]:.3f} ms")
 
 
+def gc_default() -> None:
+    import gateway.cli
+
+    gateway.cli.GC_FULL_PASS_EVERY = 10  # CPython's default: a full collection per 10 middle ones
+
+
 def gc_report() -> None:
     import atexit
     import time
@@ -100,6 +109,16 @@ def gc_report() -> None:
     def report() -> None:
         for gen, values in pauses.items():
             print(f"gc_report gen{gen}: {_dist(values)}", file=sys.stderr, flush=True)
+        gc.callbacks.remove(callback)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        left = gc.collect()
+        from collections import Counter
+
+        kinds = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        frames = Counter(f"{o.f_code.co_filename.rsplit('/', 2)[-1]}:{o.f_code.co_name}" for o in gc.garbage
+                         if type(o).__name__ == "frame")
+        print(f"gc_report thresholds {gc.get_threshold()}; unreachable objects left at exit: {left}; "
+              f"kinds {kinds.most_common(25)}; frames {frames.most_common(15)}", file=sys.stderr, flush=True)
 
 
 def loop_report() -> None:
@@ -142,6 +161,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "no_gc_freeze": no_gc_freeze,
     "replay_8s": lambda: replay_ms(8000),
     "gc_report": gc_report,
+    "gc_default": gc_default,
     "loop_report": loop_report,
     "none": lambda: None,
 }

@@ -30,6 +30,11 @@ Variants:
 ``gc_report``
     nothing switched off: every garbage collection's generation and CPU time are
     recorded and summed up on stderr at exit (the gateway's log).
+``batch_report``
+    nothing switched off: per batch, the time from its last frame's read to the moment
+    the provider's socket took it (``ReplayBuffer.append`` → ``mark_sent``), and per
+    batched read whether ``SO_RCVLOWAT``'s mark came or ``patience`` ran out; printed at
+    exit.
 ``loop_report``
     nothing switched off: a trio instrument times every pass of the run loop (the tasks
     run between two ``epoll`` waits, thread CPU time) and prints the distribution at
@@ -121,6 +126,64 @@ def gc_report() -> None:
               f"kinds {kinds.most_common(25)}; frames {frames.most_common(15)}", file=sys.stderr, flush=True)
 
 
+def batch_report() -> None:
+    import atexit
+
+    import trio
+
+    import actors.replay
+    import gateway.stream_socket
+
+    appended: dict[tuple[int, int], tuple[float, int]] = {}
+    residence: list[float] = []
+    passes_between: list[float] = []
+    passes = [0]
+
+    class PassCounter(trio.abc.Instrument):
+        def after_io_wait(self, timeout: float) -> None:
+            passes[0] += 1
+
+    original_run = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassCounter()]
+        return original_run(*args, **kwargs)
+
+    trio.run = run
+    reads = {"marked": 0, "patience_out": 0, "plain": 0}
+    replay_cls, transport_cls = actors.replay.ReplayBuffer, gateway.stream_socket.SocketTransport
+    append, mark_sent, receive_some = replay_cls.append, replay_cls.mark_sent, transport_cls.receive_some
+
+    def timed_append(self, batch):  # noqa: ANN001, ANN202
+        appended[(id(self), batch.start_ms)] = (trio.current_time(), passes[0])
+        return append(self, batch)
+
+    def timed_mark_sent(self, batch):  # noqa: ANN001, ANN202
+        at = appended.pop((id(self), batch.start_ms), None)
+        if at is not None:
+            residence.append((trio.current_time() - at[0]) * 1000)
+            passes_between.append(float(passes[0] - at[1]))
+        return mark_sent(self, batch)
+
+    async def timed_receive_some(self, mark=1, patience=0.0):  # noqa: ANN001, ANN202
+        if mark <= 1 or not self.batching:
+            reads["plain"] += 1
+            return await receive_some(self, mark, patience)
+        start = trio.current_time()
+        data = await receive_some(self, mark, patience)
+        reads["patience_out" if trio.current_time() - start >= patience else "marked"] += 1
+        return data
+
+    replay_cls.append, replay_cls.mark_sent = timed_append, timed_mark_sent
+    transport_cls.receive_some = timed_receive_some
+
+    @atexit.register
+    def report() -> None:
+        print(f"batch_report read->sent ms: {_dist(residence)}", file=sys.stderr, flush=True)
+        print(f"batch_report read->sent run-loop passes: {_dist(passes_between)}", file=sys.stderr, flush=True)
+        print(f"batch_report reads: {reads}", file=sys.stderr, flush=True)
+
+
 def loop_report() -> None:
     import atexit
     import time
@@ -163,6 +226,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "gc_report": gc_report,
     "gc_default": gc_default,
     "loop_report": loop_report,
+    "batch_report": batch_report,
     "none": lambda: None,
 }
 

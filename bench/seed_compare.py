@@ -192,7 +192,54 @@ def markdown(result: dict[str, Any]) -> str:
             (" / ".join(_f(v) for v in p99s) + (f" ({max(p99s) / min(p99s):.1f}×)" if p99s and min(p99s) > 0
                                                    else "")) if p99s else "–",
             f"{_f(m['kib'])} ({_ratio(m['kib'], sd.get('kib'))})"]) + " |")
+    if "earpiece" in summary and sd:
+        lines += ["", targets(result, "earpiece")]
     return "\n".join(lines) + "\n"
+
+
+def targets(result: dict[str, Any], system: str) -> str:
+    """The issue's targets for ``system`` against ref_seed, judged on this session."""
+    rows, summary = result["rows"], result["summary"]
+    me, sd = summary[system], summary[ANCHOR]
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else ("**met**" if ok else "**missed**")
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    out = ["| target (ratios to ref_seed, this session) | measured | |", "|---|---|---|"]
+    for level in (200, 300):
+        r = ratio(me[f"cpu_{level}"], sd[f"cpu_{level}"])
+        out.append(f"| CPU per call-second ≤ 0.6× seed at {level} calls | "
+                   f"{_f(me[f'cpu_{level}'], 2)} vs {_f(sd[f'cpu_{level}'], 2)} ms: {_f(r, 2)}× | "
+                   f"{verdict(None if r is None else r <= 0.6)} |")
+    seed_ok = sorted({r["calls"] for r in rows if r["system"] == ANCHOR and r["sustained"]})
+    worse = []
+    for level in seed_ok:
+        mine = [(r.get("lag_ms") or {}).get("p99") for r in rows if r["system"] == system and r["calls"] == level]
+        theirs = [(r.get("lag_ms") or {}).get("p99") for r in rows if r["system"] == ANCHOR and r["calls"] == level]
+        mine, theirs = [v for v in mine if v is not None], [v for v in theirs if v is not None]
+        if not mine or not theirs:
+            continue
+        m, t = statistics.median(mine), statistics.median(theirs)
+        worse.append(f"{level}: {m:.1f} vs {t:.1f}")
+        if m > t:
+            worse[-1] += " (higher)"
+    higher = any("higher" in w for w in worse)
+    out.append(f"| lag p99 no higher than seed's at every level seed sustains (median of runs) | "
+               f"{'; '.join(worse) or '–'} ms | {verdict(None if not worse else not higher)} |")
+    p99s = [v for v in me["lag_p99_300"] if v]
+    spread = max(p99s) / min(p99s) if p99s and min(p99s) > 0 else None
+    out.append(f"| lag p99 stable over the runs at 300 (spread < 2×) | "
+               f"{' / '.join(_f(v) for v in p99s) or '–'} ms ({_f(spread, 2)}×) | "
+               f"{verdict(None if spread is None or len(p99s) < 2 else spread < 2)} |")
+    out.append(f"| memory ≤ 64 KiB per live call (RSS growth, median 200–300) | {_f(me['kib'])} KiB "
+               f"(seed {_f(sd['kib'])}) | {verdict(None if me['kib'] is None else me['kib'] <= 64)} |")
+    r = ratio(me["max_sustained"], sd["max_sustained"])
+    out.append(f"| sustained calls per core ≥ 1.5× seed's | {_f(me['max_sustained'])} vs "
+               f"{_f(sd['max_sustained'])}: {_f(r, 2)}× | {verdict(None if r is None else r >= 1.5)} |")
+    return "\n".join(out)
 
 
 def summarize(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:

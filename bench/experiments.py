@@ -35,6 +35,12 @@ Variants:
     the provider's socket took it (``ReplayBuffer.append`` → ``mark_sent``), and per
     batched read whether ``SO_RCVLOWAT``'s mark came or ``patience`` ran out; printed at
     exit.
+``heap_report``
+    nothing switched off: ``tracemalloc`` from start-up (it slows the gateway: memory
+    only), a snapshot every second from a thread; at exit the fullest snapshot minus the
+    one of the gateway at rest (start-up over, before the first call), per file and per line, divided by ``HEAP_REPORT_CALLS`` (the calls of the
+    level): the Python heap one served call holds, sockets and the provider client
+    included.
 ``loop_report``
     nothing switched off: a trio instrument times every pass of the run loop (the tasks
     run between two ``epoll`` waits, thread CPU time) and prints the distribution at
@@ -184,6 +190,71 @@ def batch_report() -> None:
         print(f"batch_report reads: {reads}", file=sys.stderr, flush=True)
 
 
+def heap_report() -> None:
+    import atexit
+    import os
+    import threading
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    calls = int(os.environ.get("HEAP_REPORT_CALLS", "1"))
+    snaps: dict[str, tracemalloc.Snapshot] = {}
+    peak, base = [0], [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        previous = -1
+        while not stop.wait(1.0):
+            current = tracemalloc.get_traced_memory()[0]
+            if os.environ.get("HEAP_REPORT_TRACE"):
+                print(f"heap_report trace {current} {sorted(snaps)} {peak[0]}", file=sys.stderr, flush=True)
+            if "first" not in snaps:  # the gateway at rest: start-up over, no call yet
+                if abs(current - previous) < 0.002 * current:
+                    snaps["first"] = tracemalloc.take_snapshot()
+                    base[0] = peak[0] = current
+                previous = current
+            elif current > peak[0]:
+                peak[0] = current
+                snaps["peak"] = tracemalloc.take_snapshot()
+            elif peak[0] - base[0] > 32 * 1024 * calls and current < (base[0] + peak[0]) / 2:  # calls ending: report
+                report()
+                return
+
+    threading.Thread(target=sample, daemon=True).start()
+
+    @atexit.register
+    def report() -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        if "peak" not in snaps:
+            print(f"heap_report: no snapshot with calls ({sorted(snaps)})", file=sys.stderr, flush=True)
+            return
+        # comparing takes seconds: dump both, compare offline (bench/experiments.py heap DIR CALLS)
+        out = Path(os.environ.get("HEAP_REPORT_DIR", "."))
+        snaps["first"].dump(str(out / "heap-first.snapshot"))
+        snaps["peak"].dump(str(out / "heap-peak.snapshot"))
+        print(f"heap_report: snapshots in {out}", file=sys.stderr, flush=True)
+
+
+def heap_table(directory: str, calls: int, top: int = 30) -> None:
+    """Print the per-call difference of the two snapshots ``heap_report`` dumped."""
+    import tracemalloc
+
+    first = tracemalloc.Snapshot.load(str(Path(directory) / "heap-first.snapshot"))
+    fullest = tracemalloc.Snapshot.load(str(Path(directory) / "heap-peak.snapshot"))
+    for key in ("filename", "lineno"):
+        diffs = sorted(fullest.compare_to(first, key), key=lambda d: -d.size_diff)
+        total = sum(d.size_diff for d in diffs)
+        print(f"\n| {key} | KiB / call | blocks / call |\n|---|---:|---:|\n| total | {total / calls / 1024:.1f} | |")
+        for d in diffs[:top]:
+            where = d.traceback[0]
+            name = where.filename.split("site-packages/")[-1].replace(str(Path.cwd()) + "/", "")
+            label = name if key == "filename" else f"{name}:{where.lineno}"
+            print(f"| `{label}` | {d.size_diff / calls / 1024:.2f} | {d.count_diff / calls:.1f} |")
+
+
 def loop_report() -> None:
     import atexit
     import time
@@ -227,11 +298,15 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "gc_default": gc_default,
     "loop_report": loop_report,
     "batch_report": batch_report,
+    "heap_report": heap_report,
     "none": lambda: None,
 }
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["heap"]:  # heap DIR CALLS: the table of heap_report's snapshots
+        heap_table(argv[1], int(argv[2]))
+        return 0
     if "--" not in argv or argv.index("--") != 1:
         print(f"usage: experiments.py VARIANT[,VARIANT] -- earpiece-args...\nvariants: {', '.join(VARIANTS)}",
               file=sys.stderr)

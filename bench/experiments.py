@@ -24,6 +24,9 @@ Variants:
 ``replay_8s``
     ``CallConfig.replay_ms`` = 8000 instead of 30 000 (memory per call with a provider
     that commits rarely).
+``with_resampler``
+    the mu-law channel and the pass-through Resampler task between TwilioReader and the
+    ReplayBuffer again, as calls ran before the reader wrote into the buffer itself.
 ``gc_default``
     CPython's default collector thresholds (a full collection per 10 middle-generation
     ones) instead of the gateway's one per 100.
@@ -31,8 +34,9 @@ Variants:
     nothing switched off: every garbage collection's generation and CPU time are
     recorded and summed up on stderr at exit (the gateway's log).
 ``batch_report``
-    nothing switched off: per batch, the time from its last frame's read to the moment
-    the provider's socket took it (``ReplayBuffer.append`` → ``mark_sent``), and per
+    nothing switched off: per batch, the time and the run-loop passes from its last
+    frame's read to the moment the provider's socket took it (TwilioReader hands it on →
+    ``ReplayBuffer.mark_sent``), and per
     batched read whether ``SO_RCVLOWAT``'s mark came or ``patience`` ran out; printed at
     exit.
 ``heap_report``
@@ -93,6 +97,12 @@ def _dist(values: list[float]) -> str:
     pick = lambda q: v[min(len(v) - 1, int(q * len(v)))]  # noqa: E731
     return (f"n={len(v)} total={sum(v) / 1000:.2f}s p50={pick(0.5):.3f} p99={pick(0.99):.3f} "
             f"p99.9={pick(0.999):.3f} max={v[-1]:.3f} ms")
+
+
+def with_resampler() -> None:
+    import actors.call
+
+    actors.call.MULAW_8K = object()  # run_call's "provider takes Twilio's mu-law" test now fails
 
 
 def gc_default() -> None:
@@ -160,12 +170,21 @@ def batch_report() -> None:
     replay_cls, transport_cls = actors.replay.ReplayBuffer, gateway.stream_socket.SocketTransport
     append, mark_sent, receive_some = replay_cls.append, replay_cls.mark_sent, transport_cls.receive_some
 
+    import actors.twilio_reader
+
+    reader_cls = actors.twilio_reader.TwilioReader
+    offer = reader_cls._offer
+
+    def timed_offer(self, mulaw_send, payload):  # noqa: ANN001, ANN202 - stamped as the reader hands it on
+        start_ms = self._stats.audio_ms - len(payload) // 8
+        appended[(id(self._stats), start_ms)] = (trio.current_time(), passes[0])
+        return offer(self, mulaw_send, payload)
+
     def timed_append(self, batch):  # noqa: ANN001, ANN202
-        appended[(id(self), batch.start_ms)] = (trio.current_time(), passes[0])
         return append(self, batch)
 
     def timed_mark_sent(self, batch):  # noqa: ANN001, ANN202
-        at = appended.pop((id(self), batch.start_ms), None)
+        at = appended.pop((id(self._stats), batch.start_ms), None)
         if at is not None:
             residence.append((trio.current_time() - at[0]) * 1000)
             passes_between.append(float(passes[0] - at[1]))
@@ -181,6 +200,7 @@ def batch_report() -> None:
         return data
 
     replay_cls.append, replay_cls.mark_sent = timed_append, timed_mark_sent
+    reader_cls._offer = timed_offer
     transport_cls.receive_some = timed_receive_some
 
     @atexit.register
@@ -296,6 +316,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "replay_8s": lambda: replay_ms(8000),
     "gc_report": gc_report,
     "gc_default": gc_default,
+    "with_resampler": with_resampler,
     "loop_report": loop_report,
     "batch_report": batch_report,
     "heap_report": heap_report,

@@ -31,8 +31,9 @@ Variants:
     CPython's default collector thresholds (a full collection per 10 middle-generation
     ones) instead of the gateway's one per 100.
 ``gc_report``
-    nothing switched off: every garbage collection's generation and CPU time are
-    recorded and summed up on stderr at exit (the gateway's log).
+    nothing switched off: every garbage collection after start-up (``gc.freeze()``):
+    its generation and CPU time (and with ``GC_REPORT_SIZES=1`` the objects it
+    scanned) are recorded and summed up on stderr at exit (the gateway's log).
 ``batch_report``
     nothing switched off: per batch, the time and the run-loop passes from its last
     frame's read to the moment the provider's socket took it (TwilioReader hands it on →
@@ -113,13 +114,20 @@ def gc_default() -> None:
 
 def gc_report() -> None:
     import atexit
+    import os
     import time
 
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    sizes: dict[int, list[float]] = {0: [], 1: [], 2: []}  # objects scanned (GC_REPORT_SIZES=1)
     started = [0]
 
     def callback(phase: str, info: dict) -> None:
+        if not gc.get_freeze_count():
+            return  # start-up (imports, the collection before gc.freeze()): not the served calls'
         if phase == "start":
+            if os.environ.get("GC_REPORT_SIZES"):
+                sizes[info["generation"]].append(float(sum(len(gc.get_objects(g))
+                                                           for g in range(info["generation"] + 1))))
             started[0] = time.thread_time_ns()
         else:
             pauses[info["generation"]].append((time.thread_time_ns() - started[0]) / 1e6)
@@ -130,6 +138,8 @@ def gc_report() -> None:
     def report() -> None:
         for gen, values in pauses.items():
             print(f"gc_report gen{gen}: {_dist(values)}", file=sys.stderr, flush=True)
+            if sizes[gen]:
+                print(f"gc_report gen{gen} objects scanned: {_dist(sizes[gen])}", file=sys.stderr, flush=True)
         gc.callbacks.remove(callback)
         gc.set_debug(gc.DEBUG_SAVEALL)
         left = gc.collect()

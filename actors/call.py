@@ -8,7 +8,7 @@ Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuff
 ```
 
 The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
-``actors.supervision``); the ReplayBuffer between it and the Resampler never waits on a
+``actors.provider_leg``); the ReplayBuffer between it and the Resampler never waits on a
 session, so a provider outage never slows the Twilio side.
 
 When every provider of the chain takes Twilio's 8 kHz mu-law (every cloud vendor does)
@@ -18,7 +18,10 @@ Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader r
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input; without a Resampler the reader closes it), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
 moment TwilioReader returns, the rest has ``drain_timeout`` seconds (a deadline on the
-inner nursery's cancel scope).  ``call_ended`` is always the last event.
+inner nursery's cancel scope).  A provider session that deadline cuts still ends
+gracefully (its end-of-stream message and a close handshake, shielded, at most
+``providers.websocket.END_TIMEOUT`` more; audio it never took counts as dropped).
+``call_ended`` is always the last event.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from .channels import open_call_channels
 from .config import CallConfig
 from .messages import CallEnded, StreamStarted
 from .ports import Sink, TextSource
+from .provider_leg import ProviderLeg
 from .replay import ReplayBuffer
 from .resampler import Resampler
 from .stats import CallStatistics, CallStats
-from .supervision import ProviderLeg
 from .transcript_emitter import TranscriptEmitter
 from .twilio_reader import StreamEndedBeforeStartError, TwilioReader
 

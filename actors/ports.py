@@ -27,8 +27,9 @@ class BatchingTextSource(TextSource, Protocol):
 
 
 class Sink(Protocol):
-    """Where rendered events go (stdout, JSONL, SSE hub, Redis, ...).  ``emit`` gets
-    the event exactly as INTERFACE.md shapes it.  A slow sink slows only the emitter,
-    never the audio path."""
+    """Where rendered events go.  ``emit`` gets the event exactly as INTERFACE.md
+    shapes it.  The gateway's one sink is ``gateway.sinks.SinkHub``, whose ``emit``
+    never blocks (each destination has its own queue and task); a sink that blocked
+    here would slow only the emitter, never the audio path."""
 
     async def emit(self, event: Mapping[str, Any]) -> None: ...

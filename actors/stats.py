@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+from array import array
+
 import attrs
 
 from .messages import AudioBatch
 
-__all__ = ["CallStats", "CallStatistics", "MULAW_BYTES_PER_MS"]
+__all__ = ["ArrivalClock", "CallStats", "CallStatistics", "MULAW_BYTES_PER_MS"]
 
 MULAW_BYTES_PER_MS = 8
+ARRIVALS_KEPT = 64  # batches (6.4 s at 100 ms): transcripts come back well within it
+
+
+class ArrivalClock:
+    """When the call's audio reached us: the trio time each received batch was read,
+    against the call-clock ms it ended at, for the last ``ARRIVALS_KEPT`` batches (a
+    fixed ring of two arrays: about 1 KiB per call, one entry per batch, none per frame).
+
+    ``time_of(ms)`` answers "when did the call's audio clock pass ``ms``": the read time
+    of the first kept batch ending at or after it.  Older than the ring: extrapolated
+    back from the oldest kept batch at real-time pace (Twilio sends in real time)."""
+
+    __slots__ = ("_end_ms", "_at", "_next", "_count")
+
+    def __init__(self) -> None:
+        self._end_ms = array("q", bytes(8 * ARRIVALS_KEPT))
+        self._at = array("d", bytes(8 * ARRIVALS_KEPT))
+        self._next = 0
+        self._count = 0
+
+    def arrived(self, end_ms: int, at: float) -> None:
+        self._end_ms[self._next] = end_ms
+        self._at[self._next] = at
+        self._next = (self._next + 1) % ARRIVALS_KEPT
+        self._count = min(self._count + 1, ARRIVALS_KEPT)
+
+    def time_of(self, ms: int) -> float | None:
+        """None before any audio arrived."""
+        if not self._count:
+            return None
+        newest = (self._next - 1) % ARRIVALS_KEPT
+        if ms >= self._end_ms[newest]:
+            return self._at[newest]
+        found = newest
+        for back in range(1, self._count):  # newest to oldest: recent audio is what is asked for
+            index = (newest - back) % ARRIVALS_KEPT
+            if self._end_ms[index] < ms:
+                return self._at[found]
+            found = index
+        return self._at[found] - (self._end_ms[found] - ms) / 1000
 
 
 @attrs.frozen
@@ -51,6 +93,7 @@ class CallStats:
     failovers: int = 0
     provider_errors: int = 0
     forwarded_until_ms: int = 0  # call-clock high-water mark of forwarded audio
+    arrivals: ArrivalClock = attrs.field(factory=ArrivalClock)  # when audio was read (delay metrics)
 
     @property
     def audio_ms(self) -> int:

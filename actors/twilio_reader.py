@@ -213,7 +213,9 @@ class TwilioReader:
     def _offer(self, mulaw_send: AudioOutput, payload: bytes) -> None:
         """Queue one batch without ever waiting (the edge overflow policy)."""
         duration_ms = len(payload) // MULAW_BYTES_PER_MS
-        start_ms = self._stats.audio_ms - duration_ms
+        end_ms = self._stats.audio_ms
+        start_ms = end_ms - duration_ms
+        self._stats.arrivals.arrived(end_ms, self._last_media_at)
         pending = self._pending
         pending.append(AudioBatch(start_ms, duration_ms, payload))
         self._pending_ms += duration_ms

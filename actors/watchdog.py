@@ -57,9 +57,9 @@ def is_speech(payload: bytes, audio_format: AudioFormat) -> bool:
 
 
 class SessionMonitor:
-    """One session's liveness.  SttSender reports each batch it sends (``sending``) and
-    each the session took (``accepted``); SttReceiver each event (``answered``); ``run`` raises ``ProviderStalledError``
-    when the session stalls.  ``healthy`` becomes True once the session proved itself.
+    """One session's liveness.  The session's ``ReplayLink`` reports each batch it sends
+    (``sending``), each the session took (``accepted``) and each event (``answered``);
+    ``run`` raises ``ProviderStalledError`` when the session stalls.  ``healthy`` becomes True once the session proved itself.
     """
 
     def __init__(self, provider: str, stall_timeout: float, healthy_ms: int,

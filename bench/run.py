@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                         # ours vs bare forwarder, default levels
     .venv/bin/python bench/run.py --levels 100,200 --call-seconds 15
     .venv/bin/python bench/run.py --profile 200           # py-spy of ours at 200 calls
+    .venv/bin/python bench/run.py --workers 2 --levels 100,150,200,250,300   # 1 worker vs 2, same run
 
 For every level, for every system in turn (interleaved, so background noise hits both):
 
@@ -28,6 +29,13 @@ itself ran late (send lateness p99 > ``--max-send-late`` ms) is marked
 failing level at or above ``--count-fails-from`` calls (``--stop-after-fails``) its
 higher levels are skipped.
 
+``--workers N``: the systems are ours with ``--workers 1`` (pinned to core 0, as above)
+and ours with ``--workers N`` (pinned to cores 0-1, sharing core 1 with the load tools),
+no baseline; after the levels, each system runs again at 50 % and 90 % of its own
+capacity (its highest sustained level), and the report gives the sustained ratio and
+the ``earpiece_transcription_delay_seconds`` histogram's p50/p99 (scraped from the
+gateway's ``/metrics`` after each level) at those two loads.
+
 Output: ``<out>/results.json``, ``<out>/results.md`` (the tables for RESULTS.md),
 ``<out>/results.png`` (CPU and p99 lag against calls; skipped with a message when
 matplotlib is missing), and every process's logs and reports under ``<out>/runs``.
@@ -41,6 +49,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -122,6 +131,18 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on {port} after {timeout:g} s")
 
 
+def wait_workers(log: Path, count: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until ``count`` workers of ``earpiece serve --workers`` logged that they listen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode} before its workers listened")
+        if len(re.findall(r"earpiece\[\d+\]: earpiece on", log.read_text(errors="replace"))) >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} workers not listening after {timeout:g} s")
+
+
 def fake_stats(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_bench/stats", timeout=5) as r:
         return json.loads(r.read())
@@ -136,9 +157,55 @@ def sleep_until(t: float) -> None:
 # ------------------------------------------------------------------------- one run
 
 
+def histogram_quantiles(text: str, name: str, quantiles: tuple[float, ...] = (0.5, 0.99)) -> dict[str, Any]:
+    """Quantiles (ms) of a Prometheus histogram summed over its labels, interpolated
+    linearly inside the bucket they fall in (as PromQL's histogram_quantile does)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == name + "_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    bounds = sorted(buckets)
+    count = buckets.get(float("inf"), 0.0)
+    out: dict[str, Any] = {"count": int(count)}
+    for q in quantiles:
+        key = f"p{round(q * 100)}"
+        if not count:
+            out[key] = None
+            continue
+        rank, lower, below = q * count, 0.0, 0.0
+        for upper in bounds:
+            if buckets[upper] >= rank:
+                if upper == float("inf"):
+                    out[key] = f">{lower * 1000:g}"
+                else:
+                    inside = buckets[upper] - below
+                    share = (rank - below) / inside if inside else 1.0
+                    out[key] = round(1000 * (lower + share * (upper - lower)), 1)
+                break
+            lower, below = upper, buckets[upper]
+    return out
+
+
+def scrape_delays(port: int) -> dict[str, Any] | None:
+    """The gateway's transcription-delay histograms, or None (a system without /metrics)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return {"transcription": histogram_quantiles(text, "earpiece_transcription_delay_seconds"),
+            "first_partial": histogram_quantiles(text, "earpiece_first_partial_delay_seconds")}
+
+
 def run_level(system: str, template: str, calls: int, args: argparse.Namespace, rundir: Path,
               profile: bool = False) -> dict[str, Any]:
-    tag = f"{system}-{calls}"
+    tag = f"{system.replace(' ', '_')}-{calls}"
     fake_report = rundir / f"{tag}.fake.json"
     load_report = rundir / f"{tag}.loadgen.json"
     events = rundir / f"{tag}.events.jsonl"
@@ -159,12 +226,16 @@ def run_level(system: str, template: str, calls: int, args: argparse.Namespace, 
                PYTHONUNBUFFERED="1")
     argv = command(template, port=str(port), provider_url=provider_url, events=str(events),
                    provider=args.provider, python=PYTHON, repo=str(REPO))
-    gateway = start(argv, GATEWAY_CORE, rundir / f"{tag}.gateway.log", env=env)
+    gateway = start(argv, getattr(args, "cores", {}).get(system, GATEWAY_CORE), rundir / f"{tag}.gateway.log",
+                    env=env)
     row: dict[str, Any] = {"system": system, "calls": calls, "command": " ".join(argv)}
     loadgen = None
     spies: list[subprocess.Popen] = []
     try:
         wait_port(port, gateway)
+        workers = re.search(r"--workers (\d+)", " ".join(argv))
+        if workers and int(workers.group(1)) > 1:  # the parent listens at once; its workers take a while
+            wait_workers(rundir / f"{tag}.gateway.log", int(workers.group(1)), gateway)
         time.sleep(args.settle)
         row["rss_rest_kib"] = rss_kib(gateway.pid)
         start_at = time.monotonic() + 1.0
@@ -214,6 +285,7 @@ def run_level(system: str, template: str, calls: int, args: argparse.Namespace, 
             if fake_stats(fake_port)["open_streams"] == 0:
                 break
             time.sleep(0.25)
+        row["delay_ms"] = scrape_delays(port)
     finally:
         for spy in spies:
             stop(spy, signal.SIGINT)
@@ -336,6 +408,25 @@ def ratios(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
     return out
 
 
+def workers_summary(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
+    """Capacity of each system, the ratio of the last to the first, and the delay
+    quantiles at 50 % and 90 % of each system's capacity."""
+    summary = summarize(rows, systems)
+    out: dict[str, Any] = {}
+    for name in systems:
+        capacity = summary[name]["max_sustained_calls"]
+        at = {}
+        for share in (0.5, 0.9):
+            calls = round(capacity * share)
+            row = next((r for r in rows if r["system"] == name and r["calls"] == calls and "error" not in r), None)
+            at[f"{share:.0%}"] = {"calls": calls, "sustained": row["sustained"] if row else None,
+                                  "delay_ms": row.get("delay_ms") if row else None}
+        out[name] = {"max_sustained_calls": capacity, "at": at}
+    first, last = summary[systems[0]]["max_sustained_calls"], summary[systems[-1]]["max_sustained_calls"]
+    out["ratio"] = round(last / first, 2) if first else None
+    return out
+
+
 def _fmt(v: Any, nd: int = 1) -> str:
     if v is None:
         return "–"
@@ -382,6 +473,31 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {r['calls']} | {_fmt(r['cpu'], 2)} | {_fmt(r['cpu_per_audio_s'], 2)} | "
                   f"{_fmt(r['kib_per_call'], 2)} | {_fmt(r['lag_p99'], 2)} | "
                   f"{_fmt(r['e2e_p50'], 2)} |" for r in rows]
+    delays = [r for r in result["levels"] if r.get("delay_ms")]
+    if delays:
+        lines += ["", "Delay a caller feels, from the gateway's own histograms (`/metrics`, all of the level's calls; "
+                  "bucket-interpolated):", "",
+                  "| calls | system | committed transcripts | transcription delay p50 / p99 ms | "
+                  "first partial p50 / p99 ms |", "|---:|---|---:|---|---|"]
+        for r in delays:
+            t, f = r["delay_ms"]["transcription"], r["delay_ms"]["first_partial"]
+            lines.append(f"| {r['calls']} | {r['system']} | {t['count']} | {_fmt(t['p50'])} / {_fmt(t['p99'])} | "
+                         f"{_fmt(f['p50'])} / {_fmt(f['p99'])} |")
+    workers = result.get("workers")
+    if workers:
+        lines += ["", f"Workers: sustained calls {systems[-1]} ÷ {systems[0]} = **{_fmt(workers['ratio'], 2)}×** "
+                  "(same run).", "",
+                  "| system | max sustained calls | at 50 %: calls, delay p50 / p99 ms | "
+                  "at 90 %: calls, delay p50 / p99 ms |", "|---|---:|---|---|"]
+        for name in systems:
+            w = workers[name]
+            cells = []
+            for share in ("50%", "90%"):
+                at = w["at"][share]
+                d = (at["delay_ms"] or {}).get("transcription", {})
+                cells.append(f"{at['calls']}: {_fmt(d.get('p50'))} / {_fmt(d.get('p99'))}"
+                             + ("" if at["sustained"] in (True, None) else " (not sustained)"))
+            lines.append(f"| {name} | {w['max_sustained_calls']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -451,13 +567,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=int, metavar="CALLS", help="only profile ours at this level (py-spy)")
     parser.add_argument("--out", help="output directory (default bench/out/run-<time>)")
     parser.add_argument("--plot", help="also copy the PNG here (e.g. bench/results.png)")
+    parser.add_argument("--workers", type=int, help="compare ours with --workers 1 and with this many workers")
     args = ARGS = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     out = Path(args.out) if args.out else REPO / "bench" / "out" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}"
     rundir = out / "runs"
     rundir.mkdir(parents=True, exist_ok=True)
     systems = [("ours", args.ours)]
-    if args.profile:
+    args.cores = {}
+    if args.workers:
+        one, many = "1 worker", f"{args.workers} workers"
+        systems = [(one, args.ours + " --workers 1"), (many, args.ours + f" --workers {args.workers}")]
+        args.cores = {one: GATEWAY_CORE, many: ",".join(str(c) for c in range(args.workers))}
+    elif args.profile:
         levels, systems = [args.profile], [("ours", args.ours)]
     else:
         if args.baseline:
@@ -502,6 +624,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'' if row['sustained'] else ' NOT SUSTAINED'}", flush=True)
             result["levels"].append(row)
             (out / "results.json").write_text(json.dumps(result, indent=1))
+    if args.workers:  # each system again at 50 % and 90 % of its own capacity, for the delay figures
+        for name, template in systems:
+            capacity = summarize(result["levels"], names)[name]["max_sustained_calls"]
+            for share in (0.5, 0.9):
+                calls = max(1, round(capacity * share))
+                if not capacity or any(r["system"] == name and r["calls"] == calls for r in result["levels"]):
+                    continue
+                print(f"[{time.monotonic() - began:6.0f}s] {name} @ {calls} calls ({share:.0%} of capacity) ...",
+                      flush=True)
+                try:
+                    row = run_level(name, template, calls, args, rundir)
+                except Exception as exc:
+                    row = {"system": name, "calls": calls, "error": f"{type(exc).__name__}: {exc}"}
+                result["levels"].append(row)
+                (out / "results.json").write_text(json.dumps(result, indent=1))
+        result["workers"] = workers_summary(result["levels"], names)
     result["elapsed_s"] = round(time.monotonic() - began, 1)
     result["summary"] = summarize(result["levels"], names)
     result["ratios"] = {other: ratios(result["levels"], names[0], other) for other in names[1:]}

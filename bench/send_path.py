@@ -5,7 +5,8 @@
 
 Drives the real path a call's audio takes to the provider, with nothing stubbed:
 ``SttSender.run`` (``send_timeout`` 5 s as in ``CallConfig``, keepalive off and on)
-reads ``AudioBatch``es of 800 bytes (100 ms of 8 kHz mu-law) from a memory channel,
+reads ``AudioBatch``es of 800 bytes (100 ms of 8 kHz mu-law) from a memory channel
+through a ``DirectLink`` (a lone session: no replay buffer, no watchdog) and
 sends each through a ``WebSocketSession`` driving an ``ElevenLabsCodec`` (base64 +
 JSON), trio-websocket (wsproto framing, masking) and a stream; at the end it
 finalizes.  A second task waits in ``session.receive()`` as ``SttReceiver`` does.  The
@@ -54,6 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from actors.messages import AudioBatch  # noqa: E402
+from actors.session_link import DirectLink  # noqa: E402
 from actors.stats import CallStats  # noqa: E402
 from actors.stt_sender import SttSender  # noqa: E402
 from providers.elevenlabs import ElevenLabsCodec  # noqa: E402
@@ -149,12 +151,12 @@ async def one_run(open_session: Opener, calls: int, batches: int, keepalive: flo
         for k in range(batches):
             send.send_nowait(AudioBatch(k * BATCH_MS, BATCH_MS, BATCH))
         send.close()
-        sender = SttSender(CallStats(), keepalive, provider="elevenlabs", send_timeout=SEND_TIMEOUT)
+        sender = SttSender(keepalive, send_timeout=SEND_TIMEOUT)
         async with open_session() as session, trio.open_nursery() as nursery:
             nursery.start_soon(session.receive)  # waits on the socket, as SttReceiver does
             task_status.started()
             await go.wait()
-            await sender.run(session, receive)
+            await sender.run(DirectLink(session, receive, CallStats(), provider="elevenlabs"))
             assert session.messages_sent == batches + 1  # every batch, then the commit
             remaining -= 1
             if not remaining:

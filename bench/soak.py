@@ -68,8 +68,8 @@ async def run_child(args: argparse.Namespace) -> None:
     # and a refused call would leave its audio out of the accounting.
     settings = Settings(host="127.0.0.1", port=args.port, provider="scripted", sinks=(f"jsonl:{args.events}",),
                         max_lag=None, max_busy=None)
-    async with open_sinks(settings.sinks) as sinks:
-        gateway = Gateway(settings, provider, sinks)
+    async with open_sinks(settings.sinks) as hub:
+        gateway = Gateway(settings, provider, [hub])
         with trio.open_signal_receiver(signal.SIGUSR1) as outages:
             async with trio.open_nursery() as nursery:
 

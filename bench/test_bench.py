@@ -139,3 +139,17 @@ async def test_whole_chain_through_the_bare_forwarder_loses_nothing():
     assert {s["call"] for s in summary["per_stream"]} == {0, 1}
     assert all(s["commits_requested"] == 1 for s in summary["per_stream"])
     assert orjson.loads(encode_connected())["event"] == "connected"
+
+
+def test_histogram_quantiles_interpolate_inside_the_bucket_like_promql():
+    from bench.run import histogram_quantiles
+
+    text = "\n".join([
+        "# TYPE d histogram",
+        'd_bucket{le="0.1",provider="a"} 40', 'd_bucket{le="0.2",provider="a"} 80', 'd_bucket{le="+Inf",provider="a"} 80',
+        'd_count{provider="a"} 80', 'd_sum{provider="a"} 9',
+        'd_bucket{le="0.1",provider="b"} 10', 'd_bucket{le="0.2",provider="b"} 18', 'd_bucket{le="+Inf",provider="b"} 20',
+        'd_count{provider="b"} 20', 'd_sum{provider="b"} 3', ""])
+    # summed over providers: 50 under 0.1 s, 98 under 0.2 s, 100 in all
+    assert histogram_quantiles(text, "d") == {"count": 100, "p50": 100.0, "p99": ">200"}
+    assert histogram_quantiles(text, "d", (0.74,)) == {"count": 100, "p74": 150.0}

@@ -19,8 +19,13 @@ from actors.ports import Sink
 from providers.base import SttProvider
 from providers.twilio import TwilioLimits
 
+from .access import ReadAccess
 from .calls import CallRegistry
 from .config import Settings
+from .live import LiveHub
+from .live_routes import install_live_routes
+from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics, multiprocess_dir
+from .overload import OverloadGuard
 from .security import (
     TwilioSignatureValidator,
     check_request,
@@ -29,6 +34,7 @@ from .security import (
     public_origin,
     request_params,
 )
+from .sinks import SinkHub
 from .twilio_socket import FORBIDDEN, TwilioStreamEndpoint
 from .twiml import connect_stream_twiml, reject_twiml
 
@@ -52,7 +58,19 @@ class Gateway:
         self.settings = settings
         self.provider = provider
         self.sinks = list(sinks)
+        # --- live read routes: every call's events also feed the SSE hub (gateway/live.py)
+        self.live = LiveHub()
+        self.read_access = ReadAccess(settings.api_token)
+        self.sinks.append(self.live.feed)
+        # ---
         self.registry = CallRegistry(settings.max_calls)
+        #: GET /metrics (gateway.metrics); summed over workers when they share a directory
+        self.metrics = GatewayMetrics(multiprocess_dir())
+        for sink in self.sinks:
+            if isinstance(sink, SinkHub):
+                self.metrics.watch_sink_drops(sink)
+        #: load shedding, and the event loop's busy ratio for /metrics; run by serve_gateway
+        self.overload = OverloadGuard(self.registry, settings.max_lag, settings.max_busy)
         token = twilio_auth_token or settings.twilio_auth_token
         #: None: requests are not checked (no token configured)
         self.validator = TwilioSignatureValidator(token) if token else None
@@ -73,7 +91,7 @@ class Gateway:
         self.refused_requests = 0
         self.stream_endpoint = TwilioStreamEndpoint(
             provider, self.sinks, self.registry, self.call_config,
-            authorize=self._authorize_stream if self.validator is not None else None)
+            authorize=self._authorize_stream if self.validator is not None else None, metrics=self.metrics)
         self.http = self._build_http_app()
 
     def __repr__(self) -> str:
@@ -129,8 +147,10 @@ class Gateway:
         async def voice() -> Response:
             form, refused = await gateway._twilio_request()
             if refused is not None:
+                gateway.metrics.call_refused("signature")
                 return refused
             if not gateway.registry.ready:
+                gateway.metrics.call_refused(gateway.registry.refusal_reason())
                 log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
                             gateway.registry.why_not_ready())
                 return Response(reject_twiml("busy"), content_type="text/xml")
@@ -166,5 +186,15 @@ class Gateway:
                 return Response("ready\n", content_type="text/plain")
             why = registry.why_not_ready()
             return Response(f"not ready: {why}\n", status=503, content_type="text/plain")
+
+        install_live_routes(app, gateway)  # /calls, /events, /calls/<sid>/events, the dashboard at /
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            decision = gateway.read_access.decide(request.scope)
+            if not decision.allowed:
+                return Response(decision.why + "\n", status=decision.status, content_type="text/plain")
+            gateway.metrics.refresh(gateway.overload.busy)
+            return Response(gateway.metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
         return app

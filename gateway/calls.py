@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -11,7 +12,10 @@ import trio
 from actors.messages import StreamStarted
 from actors.stats import CallStats
 
-__all__ = ["CallRecord", "CallRegistry", "wait_idle"]
+__all__ = ["CallRecord", "CallRegistry", "wait_idle", "DRAIN_SETTLE"]
+
+#: seconds calls get for their final flush once they were told to end (drain_timeout is 2 s)
+DRAIN_SETTLE = 10.0
 
 
 @attrs.define
@@ -37,9 +41,13 @@ class CallRecord:
 
 class CallRegistry:
     """Counts admitted streams.  ``admit`` refuses past ``max_calls``, while draining
-    and while ``overloaded`` (set by ``gateway.overload.OverloadGuard``); ``drain`` stops
-    reading from every call (they end with reason ``shutdown`` after their final flush)
-    and waits up to ``grace`` seconds."""
+    and while ``overloaded`` (set by ``gateway.overload.OverloadGuard``).
+
+    Shutdown is two steps: ``drain`` first only stops admitting (``ready`` is False at
+    once, so ``/readyz`` answers 503) and lets live calls go on for up to ``grace``
+    seconds, or until ``hurry`` returns (a second signal); then ``end_calls`` stops
+    reading from every call still live (each ends with reason ``shutdown`` after its
+    final flush) and ``drain`` waits for them up to ``settle`` seconds more."""
 
     def __init__(self, max_calls: int | None = None) -> None:
         self.max_calls = max_calls
@@ -70,6 +78,16 @@ class CallRegistry:
             return f"overloaded ({len(self.calls)} calls; at the end of its CPU)"
         return ""
 
+    def refusal_reason(self) -> str:
+        """``why_not_ready`` as a metrics label: draining | max_calls | overload ("" when ready)."""
+        if self.draining:
+            return "draining"
+        if self.full:
+            return "max_calls"
+        if self.overloaded:
+            return "overload"
+        return ""
+
     def admit(self, provider: str) -> CallRecord | None:
         if not self.ready:
             self.rejected_calls += 1
@@ -86,11 +104,30 @@ class CallRegistry:
         if not self.calls:
             self._idle.set()
 
-    async def drain(self, grace: float) -> None:
-        self.draining = True
+    def end_calls(self) -> None:
+        """Stop reading from every live call: each drains like a hang-up and ends with
+        reason ``shutdown`` once its final transcript is out."""
         for record in list(self.calls.values()):
             record.reader_scope.cancel()
-        with trio.move_on_after(grace):
+
+    async def drain(self, grace: float, hurry: Callable[[], Awaitable[None]] | None = None,
+                    settle: float = DRAIN_SETTLE) -> None:
+        """Stop admitting; wait for live calls to end by themselves for up to ``grace``
+        seconds (or until ``hurry`` returns); then ``end_calls`` and wait up to
+        ``settle`` seconds for their final flush."""
+        self.draining = True
+        async with trio.open_nursery() as waiting:
+            if hurry is not None:
+                async def hurried() -> None:
+                    await hurry()
+                    waiting.cancel_scope.cancel()
+
+                waiting.start_soon(hurried)
+            with trio.move_on_after(grace):
+                await self._idle.wait()
+            waiting.cancel_scope.cancel()
+        self.end_calls()
+        with trio.move_on_after(settle):
             await self._idle.wait()
 
 

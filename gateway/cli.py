@@ -1,4 +1,4 @@
-"""``earpiece``: serve | demo | call | providers.
+"""``earpiece``: serve | demo | call | providers | tail.
 
 Bad configuration exits with status 2 and one line on stderr saying what to fix.
 """
@@ -25,7 +25,7 @@ from providers.errors import ProviderConfigError
 from providers.registry import available_providers, create_provider
 
 from .config import ConfigError, Settings
-from .sinks import SinkSpecError, parse_sink_spec
+from .sinks import SinkSpecError, check_sink_spec
 
 __all__ = ["main", "build_parser", "configure"]
 
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="bind port (8080)")
     serve.add_argument("--certfile", help="PEM certificate chain: serve HTTPS/WSS without a TLS proxy")
     serve.add_argument("--keyfile", help="PEM private key (unencrypted) for --certfile")
+    serve.add_argument("--workers", help="gateway processes on the port, N or auto (cores); --max-calls is per worker (1)")
+    serve.add_argument("--drain-grace", dest="drain_grace",
+                       help="seconds live calls may go on after SIGTERM/SIGINT before they are ended (300)")
+    serve.add_argument("--metrics-port", dest="metrics_port", help="also serve GET /metrics alone on 127.0.0.1:P")
 
     demo = sub.add_parser("demo", help="transcribe a sample call offline, end to end")
     demo.add_argument("wav", nargs="?", help="any PCM WAV (default: the bundled sample call)")
@@ -64,13 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     calls = sub.add_parser("calls", help="list the calls a sqlite:PATH sink stored, or print one's transcript")
     calls.add_argument("db", metavar="sqlite:PATH")
     calls.add_argument("call_sid", nargs="?", metavar="CALL_SID", help="print this call's committed transcript")
+
+    tail = sub.add_parser("tail", help="print the events of the redis:// sink's stream, as the stdout sink does")
+    tail.add_argument("url", metavar="redis://HOST:PORT[/DB][?stream=NAME]")
+    tail.add_argument("--group", help="read as this consumer group (created at --from if missing), acknowledging "
+                                      "what was printed")
+    tail.add_argument("--consumer", help="this reader's name in --group (earpiece-tail)")
+    tail.add_argument("--from", dest="start", metavar="ID",
+                      help="stream ID to start after: 0 (the default: everything kept) or $ (only new events)")
     return parser
 
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", help="STT provider (local)")
+    parser.add_argument("--provider", help="STT provider (whisper)")
     parser.add_argument("--fallback", help="NAME[,NAME]: providers to fail over to")
-    parser.add_argument("--sink", action="append", help="stdout | jsonl:PATH (repeatable)")
+    parser.add_argument("--sink", action="append",
+                        help="stdout | jsonl:PATH | redis://HOST:PORT[/DB][?stream=S] | sqlite:PATH | webhook:URL | "
+                             "python:module:callable, each with ?types=… (repeatable)")
+    parser.add_argument("--sink-flush-timeout", dest="sink_flush_timeout",
+                        help="seconds each sink gets at shutdown to deliver what it holds (5)")
     parser.add_argument("--max-calls", dest="max_calls", help="refuse calls beyond N")
     parser.add_argument("--max-lag", dest="max_lag",
                         help="also refuse new calls while the median call is this many seconds behind real time (off)")
@@ -106,7 +122,7 @@ def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
     """``configure``, also returning the ``--fallback`` providers it created (in order)."""
     settings = Settings.from_sources(vars(args), env)
     for spec in settings.sinks:
-        parse_sink_spec(spec)
+        check_sink_spec(spec)
     try:
         provider = create_provider(settings.provider, env)
         fallbacks = tuple(create_provider(name, env) for name in settings.fallback)
@@ -122,18 +138,19 @@ class _JsonFormatter(logging.Formatter):
         import orjson
 
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
+                 "logger": record.name, "pid": record.process, "message": record.getMessage()}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
-def _setup_logging(level: int, log_format: str = "text") -> None:
+def _setup_logging(level: int, log_format: str = "text", worker: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:  # a worker of --workers N says which process it is
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s"
+                                               + ("[%(process)d]" if worker else "") + ": %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
 
 
@@ -141,11 +158,21 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .app import Gateway
     from .serve import check_port_free, check_tls_files, serve_gateway
     from .sinks import open_sinks
+    from .workers import WORKER_FD_ENV, run_workers
 
     settings, provider, fallbacks = configure_chain(args, env)
     check_tls_files(settings.certfile, settings.keyfile)
-    check_port_free(settings.host, settings.port)
-    _setup_logging(logging.INFO, settings.log_format)
+    # A worker of --workers N listens on the socket its parent bound and passed on.
+    listen_fd = int(env[WORKER_FD_ENV]) if env.get(WORKER_FD_ENV) else None
+    if listen_fd is None:
+        check_port_free(settings.host, settings.port)
+        if settings.metrics_port is not None:
+            check_port_free("127.0.0.1", settings.metrics_port)
+    else:
+        settings = attrs.evolve(settings, metrics_port=None)  # the parent serves it, for every worker
+    _setup_logging(logging.INFO, settings.log_format, worker=listen_fd is not None)
+    if settings.workers > 1:
+        return run_workers(settings, getattr(args, "argv", ["serve"]), env)
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)
@@ -160,12 +187,26 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
             async def signalled() -> None:
+                async with trio.open_nursery() as either:
+                    async def signal_came() -> None:
+                        async for _ in signals:
+                            either.cancel_scope.cancel()
+
+                    either.start_soon(signal_came)
+                    if listen_fd is not None:
+                        either.start_soon(_parent_gone, either.cancel_scope)
+
+            async def signalled_again() -> None:  # a second signal: end the live calls now
                 async for _ in signals:
+                    log.info("second signal: ending every live call now")
                     return
 
-            async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
-                gateway = Gateway(settings, provider, sinks, fallbacks=fallbacks)
-                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled))
+            async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
+                    trio.open_nursery() as nursery:
+                gateway = Gateway(settings, provider, [hub], fallbacks=fallbacks)
+                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
+                                                    hurry_trigger=signalled_again, grace=settings.drain_grace,
+                                                    listen_fd=listen_fd))
                 # Everything loaded so far lives as long as the process: keep it out of
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
@@ -175,12 +216,22 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # call for ~50 ms at 200 calls; as calls come in, the default (10) ran one per
                 # ~100 new calls.  One per 100 young passes keeps collecting error paths' cycles.
                 gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
-                log.info("earpiece on %s provider=%s sinks=%s signatures=%s", ", ".join(binds),
-                         provider.name, ",".join(settings.sinks),
-                         "required" if settings.twilio_auth_token else "NOT checked")
+                log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
+                         provider.name, ",".join(hub.names),
+                         "required" if settings.twilio_auth_token else "NOT checked",
+                         gateway.read_access.describe())
 
     trio.run(main)
     return 0
+
+
+async def _parent_gone(scope: trio.CancelScope) -> None:
+    """A worker whose supervising parent died drains and exits as on SIGTERM."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await trio.sleep(1.0)
+    log.warning("the supervising parent (pid %d) is gone: draining", parent)
+    scope.cancel()
 
 
 GC_FULL_PASS_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
@@ -202,6 +253,10 @@ def _cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not wav.is_file():
         raise ConfigError(f"no such WAV file: {wav}")
     args.host, args.port = "127.0.0.1", "0"
+    if args.fast and args.drain_timeout is None and not env.get("EARPIECE_DRAIN_TIMEOUT"):
+        # Faster than real time, the recognizer is still decoding most of the call when
+        # it ends: give it the time it needs rather than cutting the transcript short.
+        args.drain_timeout = "60"
     settings, provider = configure(args, env)
     # The demo's gateway is loopback-only and fed by our own simulator, never by Twilio.
     settings = attrs.evolve(settings, twilio_auth_token=None)
@@ -265,7 +320,41 @@ def _cmd_providers(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers}
+def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .tail import tail_stream, tail_target
+
+    tail_target(args.url)  # a bad URL exits 2 before anything connects
+    if args.consumer and not args.group:
+        raise ConfigError("--consumer needs --group")
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(tail_stream, args.url, group=args.group, consumer=args.consumer,
+                                           start=args.start))
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+    from coredis.exceptions import RedisError
+
+    _setup_logging(logging.WARNING)
+    refused: list[BaseException] = []
+    try:
+        trio.run(main)
+    except* RedisError as group:  # e.g. NOAUTH, WRONGTYPE: one line, not a traceback
+        refused.extend(group.exceptions)
+    if refused:
+        reason = refused[0]
+        while isinstance(reason, BaseExceptionGroup):
+            reason = reason.exceptions[0]
+        print(f"earpiece: error: Redis refused: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"serve": _cmd_serve, "demo": _cmd_demo, "call": _cmd_call, "providers": _cmd_providers,
+            "tail": _cmd_tail}
 
 
 def _cmd_calls(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -279,6 +368,7 @@ COMMANDS["calls"] = _cmd_calls
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --workers N workers run
     try:
         return COMMANDS[args.command](args, os.environ)
     except (ConfigError, SinkSpecError) as exc:

@@ -12,12 +12,14 @@ Limits (all flags, all with ``EARPIECE_`` variables; defaults chosen for a phone
 =============================== ========= =================================================
 
 ``TWILIO_AUTH_TOKEN`` (environment only) turns on ``X-Twilio-Signature`` checks; it is
-held with ``repr=False`` and never rendered.
+held with ``repr=False`` and never rendered.  ``EARPIECE_API_TOKEN`` (environment only)
+guards the live read routes (``gateway/access.py``); held the same way.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -79,11 +81,36 @@ def _share(name: str, raw: str | float | None, default: float) -> float | None:
     return value
 
 
+def _workers(raw: object) -> int:
+    """``--workers N|auto``: auto is the number of cores this process may run on."""
+    if raw is None or str(raw).strip() == "":
+        return 1
+    if str(raw).strip() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    value = _positive_int("--workers", str(raw), 1) or 1
+    if value > 256:
+        raise ConfigError(f"--workers must be at most 256, not {value}")
+    return value
+
+
+def _metrics_port(raw: object) -> int | None:
+    if raw is None or str(raw).strip() == "":
+        return None
+    value = _positive_int("--metrics-port", str(raw), None)
+    if value is None or value > 65535:
+        raise ConfigError(f"--metrics-port must be a port number from 1 to 65535, not {raw!r}")
+    return value
+
+
+#: The provider when none is named: offline Whisper, its model inside a PyPI wheel.
+DEFAULT_PROVIDER = "whisper"
+
+
 @attrs.frozen
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    provider: str = "local"
+    provider: str = DEFAULT_PROVIDER
     fallback: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ("stdout",)
     max_calls: int | None = None
@@ -105,6 +132,16 @@ class Settings:
     keyfile: str | None = None
     #: Twilio's primary auth token; set means every Twilio request must be signed.
     twilio_auth_token: str | None = attrs.field(default=None, repr=False)
+    #: gateway processes on one port (--workers N|auto); --max-calls is per worker
+    workers: int = 1
+    #: seconds live calls may go on after SIGTERM/SIGINT before they are ended (--drain-grace)
+    drain_grace: float = 300.0
+    #: serve GET /metrics alone on 127.0.0.1:P as well (--metrics-port)
+    metrics_port: int | None = None
+    #: EARPIECE_API_TOKEN (environment only): Bearer token for the read routes (/metrics, ...)
+    api_token: str | None = attrs.field(default=None, repr=False)
+    #: seconds each sink gets at shutdown to deliver what it still holds
+    sink_flush_timeout: float = 5.0
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str]) -> Settings:
@@ -123,7 +160,9 @@ class Settings:
             raise ConfigError(f"--port must be at most 65535, not {port}")
         sinks_raw = flags.get("sink") or env.get("EARPIECE_SINKS")
         if isinstance(sinks_raw, str):
-            sinks = tuple(s.strip() for s in sinks_raw.split(",") if s.strip())
+            from .sinks import split_sink_list  # a comma inside types= is not a new sink
+
+            sinks = split_sink_list(sinks_raw)
         else:
             sinks = tuple(sinks_raw or ("stdout",))
         fallback_raw = pick("fallback")
@@ -159,7 +198,7 @@ class Settings:
         return cls(
             host=str(pick("host") or "127.0.0.1"),
             port=port if port is not None else 8080,
-            provider=str(pick("provider") or "local"),
+            provider=str(pick("provider") or DEFAULT_PROVIDER),
             fallback=fallback,
             sinks=sinks,
             max_calls=_positive_int("--max-calls", pick("max_calls"), None),
@@ -178,4 +217,9 @@ class Settings:
             certfile=str(certfile) if certfile else None,
             keyfile=str(keyfile) if keyfile else None,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            workers=_workers(pick("workers")),
+            drain_grace=seconds("drain_grace", 300.0),
+            metrics_port=_metrics_port(pick("metrics_port")),
+            api_token=env.get("EARPIECE_API_TOKEN") or None,
+            sink_flush_timeout=seconds("sink_flush_timeout", 5.0),
         )

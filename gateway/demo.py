@@ -21,8 +21,9 @@ __all__ = ["run_demo"]
 
 async def run_demo(settings: Settings, provider: SttProvider, wav: Path, fast: bool) -> None:
     mulaw = wav_to_mulaw_8k(wav)
-    async with open_sinks(settings.sinks) as sinks, trio.open_nursery() as nursery:
-        gateway = Gateway(settings, provider, sinks)
+    async with open_sinks(settings.sinks, flush_timeout=settings.sink_flush_timeout) as hub, \
+            trio.open_nursery() as nursery:
+        gateway = Gateway(settings, provider, [hub])
         stop_serving = trio.Event()
         binds = await nursery.start(lambda task_status: serve_gateway(
             gateway, shutdown_trigger=stop_serving.wait, task_status=task_status))

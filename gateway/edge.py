@@ -51,6 +51,11 @@ ACCEPT_ERRORS_PAUSE = 0.1  # seconds to back off when accept fails for lack of r
 ACCEPT_ERRORS_LOG_INTERVAL = 10.0  # seconds between two "accept failed" lines
 # The blank line that ends a head, as h11 (so Hypercorn) finds it: CRLF or a bare LF.
 _HEAD_END = re.compile(rb"\n\r?\n")
+#: seconds a peer may leave what we sent unacknowledged, or its receive window shut,
+#: before the kernel aborts the connection: Hypercorn's sends are shielded from
+#: cancellation, so a live-events reader that stops reading would otherwise hold its
+#: task, and the gateway's shutdown, for as long as it stays connected
+PEER_STALL_TIMEOUT = 30.0
 
 
 class StreamUpgrade:
@@ -246,6 +251,8 @@ class Edge:
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(PEER_STALL_TIMEOUT * 1000))
                 connections.start_soon(self.handle, sock, ssl_context)
 
     async def handle(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:

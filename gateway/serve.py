@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -17,23 +18,27 @@ from hypercorn.config import Config as HypercornConfig
 from .app import STREAM_PATH, Gateway
 from .config import ConfigError
 from .edge import serve_edge
-from .overload import OverloadGuard
+from .metrics import serve_metrics_port
 
 __all__ = ["serve_gateway", "check_port_free", "check_tls_files", "hypercorn_config", "SHUTDOWN_GRACE"]
 
 log = logging.getLogger("earpiece.gateway")
 
-SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT
+SHUTDOWN_GRACE = 10.0  # seconds calls get to finish after SIGTERM/SIGINT (earpiece serve: --drain-grace)
+METRICS_REFRESH = 1.0  # seconds between two copies of the sampled figures into /metrics
 MAX_WS_MESSAGE = 64 * 1024  # a Twilio media message is ~400 bytes
 
 
 def hypercorn_config(host: str, port: int, *, max_message_bytes: int = MAX_WS_MESSAGE,
-                     certfile: str | None = None, keyfile: str | None = None) -> HypercornConfig:
+                     certfile: str | None = None, keyfile: str | None = None,
+                     listen_fd: int | None = None) -> HypercornConfig:
     """``max_message_bytes``: a larger WebSocket message makes Hypercorn close that socket
     with 1009 (Message Too Big) before the application sees it, so one peer cannot make
-    the process buffer more.  ``certfile``/``keyfile``: serve HTTPS and WSS."""
+    the process buffer more.  ``certfile``/``keyfile``: serve HTTPS and WSS.
+    ``listen_fd``: listen on this inherited socket instead of binding ``host:port``
+    (a worker of ``--workers N``: ``gateway.workers`` made it)."""
     config = HypercornConfig()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"{host}:{port}"] if listen_fd is None else [f"fd://{listen_fd}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_max_message_size = max_message_bytes
@@ -87,23 +92,43 @@ async def serve_gateway(
     gateway: Gateway,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    hurry_trigger: Callable[[], Awaitable[None]] | None = None,
     grace: float = SHUTDOWN_GRACE,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM); then stop
-    taking calls, let live calls drain for ``grace`` seconds and stop."""
+    taking calls at once (``/readyz`` 503, webhook ``<Reject>``, upgrade 503) while live
+    calls go on for up to ``grace`` seconds — or until ``hurry_trigger`` returns (a
+    second signal) — after which they are ended with reason ``shutdown`` (final
+    transcripts first), and stop.  With ``settings.metrics_port``, ``/metrics`` is also
+    served alone on 127.0.0.1 at that port."""
     settings = gateway.settings
     trigger = shutdown_trigger or _signalled
 
     async def shutdown() -> None:
         await trigger()
-        log.info("shutting down: draining %d call(s) for up to %g s", len(gateway.registry.calls), grace)
-        await gateway.registry.drain(grace)
+        log.info("shutting down: no new calls; %d live call(s) may go on for up to %g s",
+                 len(gateway.registry.calls), grace)
+        await gateway.registry.drain(grace, hurry_trigger)
+        gateway.live.close()  # live readers got every call_ended; end their streams
 
     config = hypercorn_config(settings.host, settings.port, max_message_bytes=settings.max_message_bytes,
-                              certfile=settings.certfile, keyfile=settings.keyfile)
+                              certfile=settings.certfile, keyfile=settings.keyfile, listen_fd=listen_fd)
     async with trio.open_nursery() as nursery:
-        if settings.max_lag is not None or settings.max_busy is not None:
-            nursery.start_soon(OverloadGuard(gateway.registry, settings.max_lag, settings.max_busy).run)
+        nursery.start_soon(gateway.overload.run)  # sheds load only when a limit is set; always measures
+        nursery.start_soon(_refresh_metrics, gateway)
+        if settings.metrics_port is not None:
+            await nursery.start(partial(serve_metrics_port, gateway.metrics.render, settings.api_token,
+                                        settings.metrics_port, refresh=lambda: gateway.metrics.refresh(
+                                            gateway.overload.busy)))
         await serve_edge(gateway, config, STREAM_PATH, shutdown_trigger=shutdown, task_status=task_status)
         nursery.cancel_scope.cancel()
+
+
+async def _refresh_metrics(gateway: Gateway) -> None:
+    """Copy the busy ratio and sink drops into the metrics once a second: with several
+    workers, a scrape reaches one of them and must see the others' recent figures."""
+    while True:
+        gateway.metrics.refresh(gateway.overload.busy)
+        await trio.sleep(METRICS_REFRESH)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from actors.call import run_call
@@ -20,6 +21,7 @@ from providers.base import SttProvider
 from providers.twilio import TwilioProtocolError
 
 from .calls import CallRegistry
+from .metrics import GatewayMetrics
 from .security import peer_label, printable
 
 __all__ = ["AsgiDoor", "AsgiTextSource", "StreamDoor", "TwilioStreamEndpoint", "FORBIDDEN"]
@@ -96,15 +98,23 @@ class TwilioStreamEndpoint:
     gateway that is full, draining or overloaded answers 503.  Both are one log line each, and both
     happen before any ``await``, so concurrent upgrades can never be admitted past
     ``max_calls``.
+
+    ``metrics``: admissions and refusals are counted here; calls run with each provider
+    of the chain counted as its sessions open, and with a ``CallObserver`` as their
+    first sink (``gateway.metrics``).
     """
 
     def __init__(self, provider: SttProvider, sinks: Sequence[Sink], registry: CallRegistry,
-                 config: CallConfig, authorize: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+                 config: CallConfig, authorize: Callable[[dict[str, Any]], str | None] | None = None,
+                 *, metrics: GatewayMetrics) -> None:
         self.provider = provider
         self.sinks = sinks
         self.registry = registry
         self.config = config
         self.authorize = authorize  # returns a refusal reason, or None when allowed
+        self.metrics = metrics
+        self._counted_provider = metrics.counted(provider)
+        self._counted_config = attrs.evolve(config, fallbacks=tuple(metrics.counted(p) for p in config.fallbacks))
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """The ASGI entry (an upgrade Hypercorn parsed; see ``gateway.edge`` for ours)."""
@@ -118,27 +128,32 @@ class TwilioStreamEndpoint:
         if self.authorize is not None:
             refusal = self.authorize(scope)
             if refusal is not None:
+                self.metrics.call_refused("signature")
                 log.warning("refused a media stream from %s: %s", peer_label(scope), printable(refusal))
                 await door.deny(403, FORBIDDEN)
                 return
         # No checkpoint between authorize and admit: admission is atomic under trio.
         record = self.registry.admit(self.provider.name)
         if record is None:
+            self.metrics.call_refused(self.registry.refusal_reason())
             why = self.registry.why_not_ready()
             log.warning("refused a media stream from %s: gateway %s", peer_label(scope), why)
             await door.deny(503, f"gateway {why}\n")
             return
+        self.metrics.call_admitted()
         try:
             source = await door.accept()
 
             def started(stream: Any, stats: Any) -> None:
                 record.stream, record.stats = stream, stats
 
-            outcome = await run_call(source, self.provider, self.sinks, config=self.config,
+            sinks = [self.metrics.observe_call(lambda: record.stats), *self.sinks]
+            outcome = await run_call(source, self._counted_provider, sinks, config=self._counted_config,
                                      reader_scope=record.reader_scope, on_started=started)
             await door.close(outcome.close_code, _close_reason(outcome.detail))
         finally:
             self.registry.release(record)
+            self.metrics.call_released()
 
 
 FORBIDDEN = "forbidden: missing or invalid X-Twilio-Signature\n"

@@ -58,7 +58,13 @@ MULAW_8K = AudioFormat("mulaw", 8000)
 
 class SttCodec(Protocol):
     """A vendor's wire protocol, sans I/O.  Raises only ``ProviderProtocolError``
-    (malformed input) from ``receive``."""
+    (malformed input) from ``receive``.
+
+    A codec whose ``finalize`` holds its last message back until the vendor answers
+    (Deepgram Flux: ``CloseStream`` after the forced ``EndOfTurn``) also has
+    ``end_stream()``: the session is ending now, answered or not, so queue every
+    end-of-stream message at once.  Without it, ``finalize`` is what ends a session
+    cut short (``WebSocketSession.end``)."""
 
     def send_audio(self, audio: bytes) -> None: ...
     def finalize(self) -> list[ProviderEvent] | None:

@@ -41,6 +41,7 @@ class ProviderSpec:
 
 # name -> module holding SPEC; imported lazily so one broken vendor never blocks the rest
 BUILTIN_PROVIDERS: dict[str, str] = {
+    "whisper": "providers.whisper",
     "local": "providers.local",
     "scripted": "providers.scripted",
     "elevenlabs": "providers.elevenlabs",

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
+import pytest
 import trio
 
 from gateway.app import STREAM_PATH, Gateway
@@ -35,3 +36,12 @@ async def running_gateway(provider, sinks: Sequence, **settings) -> AsyncIterato
             yield RunningGateway(gateway, http)
         finally:
             stop.set()
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    """The default ``whisper`` provider (providers.whisper); its model is loaded once
+    per test session and shared, as in a served gateway, by every call."""
+    from providers.whisper import create
+
+    return create({})

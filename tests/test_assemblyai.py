@@ -508,3 +508,38 @@ async def test_fake_refuses_frames_outside_50_to_1000_ms():
     assert event.code == 3007
     assert isinstance(failure, ProviderFailed) and isinstance(failure.error, ProviderConfigError)
     assert fake.sessions[0].close_reason.startswith("Input duration violation: 20 ms")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "error_type", "fatal"),
+    [
+        (3007, "Audio Transmission Rate Exceeded", ProviderConfigError, True),
+        (3006, "Invalid Message Type: Foo", ProviderConfigError, True),
+        (1008, "Too many concurrent sessions", ProviderOverloadedError, False),
+        (3009, "Too many concurrent sessions", ProviderOverloadedError, False),
+        (3005, "Session Cancelled", ProviderConnectionError, False),
+    ],
+    ids=["3007", "3006", "1008-rate-limit", "3009", "3005"],
+)
+async def test_a_close_seen_by_a_send_is_typed_by_the_codec(autojump_clock, code, reason, error_type, fatal):
+    """AssemblyAI closes while audio is being sent: the send that finds the socket closed
+    raises the codec's error for that close (3007 is fatal, a rate limit is not), the
+    same one the receive side then reports, and the codec hears of the close once."""
+    fake = AssemblyAIFake(api_key=KEY, close_at_ms=(300, code, reason))
+    async with serve_fake(fake.handler) as base:
+        provider = create({"ASSEMBLYAI_API_KEY": KEY, "ASSEMBLYAI_BASE_URL": base})
+        provider.max_lead_ms = None
+        with trio.fail_after(CALL_LIMIT):
+            async with provider.open_session() as session:
+                with pytest.raises(error_type) as sent:
+                    for _ in range(100):  # 100 ms at a time, in real time: the fake closes at 300 ms
+                        await session.send_audio(tone(100))
+                        await trio.sleep(0.1)
+                events = []
+                while not isinstance(event := await session.receive(), ProviderClosed):
+                    events.append(event)
+    assert sent.value.fatal is fatal and sent.value.code == code and reason in str(sent.value)
+    assert fake.sessions[0].close_code == code
+    failures = [e for e in events if isinstance(e, ProviderFailed)]
+    assert len(failures) == 1 and failures[0].error is sent.value
+    assert event == ProviderClosed(code, reason)

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from actors.stats import CallStats
+from actors.session_link import DirectLink
 from actors.stt_receiver import SttReceiver
 from actors.stt_sender import SttSender
 from actors.messages import AudioBatch
@@ -463,8 +464,9 @@ async def _session_with_idle_gap(fake: DeepgramFake, keepalive_interval: float |
             try:
                 async with provider.open_session() as session, trio.open_nursery() as nursery:
                     nursery.start_soon(feed)
-                    nursery.start_soon(SttSender(stats, keepalive_interval).run, session, audio_receive)
-                    await SttReceiver(provider.name).run(session, events_send)
+                    link = DirectLink(session, audio_receive, stats, provider=provider.name)
+                    nursery.start_soon(SttSender(keepalive_interval).run, link)
+                    await SttReceiver().run(link, events_send)
             except* ProviderError as group:
                 failure = group.exceptions[0]
     events_send.close()

@@ -7,9 +7,7 @@ import base64
 
 import orjson
 import pytest
-import trio
 
-from gateway.simulator import simulate_call
 from providers.base import MULAW_8K, AudioFormat
 from providers.elevenlabs import ERROR_TYPES, SPEC, ElevenLabsCodec, create
 from providers.errors import (
@@ -27,18 +25,10 @@ from providers.events import (
     ProviderFailed,
     SessionStarted,
 )
-from tests.conftest import running_gateway
 from tests.fakes.elevenlabs_server import PATH, TEST_KEY, FakeElevenLabs
 from tests.fakes.script import Close, Drop, Fault, Send, Stall
-from tests.fakes.ws_server import serve_fake
-from tests.helpers import ListSink, tone
-
-CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
-
-
-def j(value: object) -> str:
-    return orjson.dumps(value).decode()
-
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 def committed(text: str) -> str:
     return j({"message_type": "committed_transcript", "text": text})
@@ -267,30 +257,13 @@ def test_options_reach_the_query_string():
 def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
     secret = "sk_secret_value_42"
     full = {"ELEVENLABS_API_KEY": secret, **env}
-    with pytest.raises(ProviderConfigError) as error:
-        create(full)
-    message = str(error.value)
-    assert fix in message and "\n" not in message and secret not in message
+    assert_one_line_fix(create, full, secret, fix)
 
 
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeElevenLabs, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    sink = ListSink()
-    with trio.fail_after(CALL_LIMIT):
-        async with serve_fake(fake.handler) as base_url:
-            provider = create({"ELEVENLABS_API_KEY": key, "ELEVENLABS_BASE_URL": base_url, **(env or {})})
-            async with running_gateway(provider, [sink], drain_timeout=drain_timeout) as gw:
-                await simulate_call(gw.ws_url, audio, fast=True)
-                await gw.idle()
-    return sink
-
-
-def transcripts(sink: ListSink, kind: str) -> list[tuple[str, int, int]]:
-    return [(e["text"], e["audio_start_ms"], e["audio_end_ms"]) for e in sink.events
-            if e["type"] == "transcript" and e["kind"] == kind]
+run_call = vendor_call(create, key_variable="ELEVENLABS_API_KEY", base_url_variable="ELEVENLABS_BASE_URL", default_key=TEST_KEY)
 
 
 async def test_call_delivers_every_transcript_once_in_order_and_every_byte():
@@ -337,7 +310,7 @@ async def test_wrong_key_is_a_fatal_provider_error_and_the_call_still_ends(auth_
     fake = FakeElevenLabs(auth_failure=auth_failure)
     wrong = "sk_wrong_key_that_must_not_leak"
     sink = await run_call(fake, tone(1000), key=wrong)
-    errors = [e for e in sink.events if e["type"] == "provider_error"]
+    errors = provider_errors(sink)
     assert len(errors) == 1 and errors[0]["fatal"] is True
     assert ("auth_error" if auth_failure == "message" else "401") in errors[0]["detail"]
     assert sink.events[-1]["type"] == "call_ended" and sink.events[-1]["reason"] == "stop"
@@ -358,7 +331,7 @@ FAULTS = [
 async def test_a_provider_fault_is_one_typed_provider_error_and_the_call_ends_cleanly(fault, fatal, detail):
     fake = FakeElevenLabs(faults=[fault])
     sink = await run_call(fake, tone(3000))
-    errors = [e for e in sink.events if e["type"] == "provider_error"]
+    errors = provider_errors(sink)
     assert errors and errors[0]["fatal"] is fatal and detail in errors[0]["detail"]
     ended = sink.events[-1]
     assert ended["type"] == "call_ended" and ended["reason"] == "stop"
@@ -382,5 +355,5 @@ async def test_no_answer_to_the_final_commit_is_bounded_by_the_drain_timeout():
 async def test_fake_rejects_a_bad_query_with_the_vendors_error():
     fake = FakeElevenLabs()
     sink = await run_call(fake, tone(500), env={"ELEVENLABS_MODEL": "scribe_v9"})
-    errors = [e for e in sink.events if e["type"] == "provider_error"]
+    errors = provider_errors(sink)
     assert len(errors) == 1 and errors[0]["fatal"] is True and "invalid_request" in errors[0]["detail"]

@@ -7,9 +7,7 @@ import base64
 
 import orjson
 import pytest
-import trio
 
-from gateway.simulator import simulate_call
 from providers.base import MULAW_8K, AudioFormat
 from providers.errors import (
     ProviderAuthError,
@@ -29,18 +27,10 @@ from providers.events import (
 )
 from providers.mistral import SPEC, MistralCodec, create
 from providers.mistral.protocol import MAX_APPEND_BYTES
-from tests.conftest import running_gateway
 from tests.fakes.mistral_server import PATH, TEST_KEY, FakeMistral
 from tests.fakes.script import Fault, Send, Stall
-from tests.fakes.ws_server import serve_fake
-from tests.helpers import ListSink, tone
-
-CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
-
-
-def j(value: object) -> str:
-    return orjson.dumps(value).decode()
-
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 CREATED = j({"type": "session.created", "session": {"request_id": "ws-1", "audio_format": None}})
 UPDATED = j({"type": "session.updated", "session": {"audio_format": {"encoding": "pcm_mulaw", "sample_rate": 8000}}})
@@ -246,34 +236,13 @@ def test_options_reach_the_url_and_the_session_update():
 ])
 def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
     secret = "mistral_secret_value_42"
-    with pytest.raises(ProviderConfigError) as error:
-        create({"MISTRAL_API_KEY": secret, **env})
-    message = str(error.value)
-    assert fix in message and "\n" not in message and secret not in message
+    assert_one_line_fix(create, {"MISTRAL_API_KEY": secret, **env}, secret, fix)
 
 
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeMistral, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    sink = ListSink()
-    with trio.fail_after(CALL_LIMIT):
-        async with serve_fake(fake.handler) as base_url:
-            provider = create({"MISTRAL_API_KEY": key, "MISTRAL_BASE_URL": base_url, **(env or {})})
-            async with running_gateway(provider, [sink], drain_timeout=drain_timeout) as gw:
-                await simulate_call(gw.ws_url, audio, fast=True)
-                await gw.idle()
-    return sink
-
-
-def transcripts(sink: ListSink, kind: str) -> list[tuple[str, int, int]]:
-    return [(e["text"], e["audio_start_ms"], e["audio_end_ms"]) for e in sink.events
-            if e["type"] == "transcript" and e["kind"] == kind]
-
-
-def provider_errors(sink: ListSink) -> list[dict]:
-    return [e for e in sink.events if e["type"] == "provider_error"]
+run_call = vendor_call(create, key_variable="MISTRAL_API_KEY", base_url_variable="MISTRAL_BASE_URL", default_key=TEST_KEY)
 
 
 @pytest.mark.parametrize("close_after_done", [False, True])

@@ -7,9 +7,7 @@ import base64
 
 import orjson
 import pytest
-import trio
 
-from gateway.simulator import simulate_call
 from providers.base import MULAW_8K, AudioFormat
 from providers.errors import (
     ProviderAuthError,
@@ -28,18 +26,13 @@ from providers.events import (
     SessionStarted,
 )
 from providers.openai import SPEC, OpenAICodec, create
-from tests.conftest import running_gateway
 from tests.fakes.openai_server import PATH, TEST_KEY, FakeOpenAI
 from tests.fakes.script import Fault, Send, Stall
-from tests.fakes.ws_server import serve_fake
-from tests.helpers import ListSink, tone
+from tests.helpers import tone
+from tests.vendor_calls import assert_one_line_fix, j, provider_errors, transcripts, vendor_call
 
 CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
 ITEM = "conversation.item.input_audio_transcription."
-
-
-def j(value: object) -> str:
-    return orjson.dumps(value).decode()
 
 
 CREATED = j({"type": "session.created", "event_id": "e1", "session": {"type": "transcription", "id": "sess_1"}})
@@ -303,34 +296,13 @@ def test_options_reach_the_session_update():
 ])
 def test_bad_settings_are_one_line_fixes_without_the_key(env, fix):
     secret = "sk-openai-secret-value-42"
-    with pytest.raises(ProviderConfigError) as caught:
-        create({"OPENAI_API_KEY": secret, **env})
-    message = str(caught.value)
-    assert fix in message and "\n" not in message and secret not in message
+    assert_one_line_fix(create, {"OPENAI_API_KEY": secret, **env}, secret, fix)
 
 
 # --- whole calls through the gateway into the fake ----------------------------------------
 
 
-async def run_call(fake: FakeOpenAI, audio: bytes, *, key: str = TEST_KEY, env: dict | None = None,
-                   drain_timeout: float = 2.0) -> ListSink:
-    sink = ListSink()
-    with trio.fail_after(CALL_LIMIT):
-        async with serve_fake(fake.handler) as base_url:
-            provider = create({"OPENAI_API_KEY": key, "OPENAI_BASE_URL": base_url, **(env or {})})
-            async with running_gateway(provider, [sink], drain_timeout=drain_timeout) as gw:
-                await simulate_call(gw.ws_url, audio, fast=True)
-                await gw.idle()
-    return sink
-
-
-def transcripts(sink: ListSink, kind: str) -> list[tuple[str, int, int]]:
-    return [(e["text"], e["audio_start_ms"], e["audio_end_ms"]) for e in sink.events
-            if e["type"] == "transcript" and e["kind"] == kind]
-
-
-def provider_errors(sink: ListSink) -> list[dict]:
-    return [e for e in sink.events if e["type"] == "provider_error"]
+run_call = vendor_call(create, key_variable="OPENAI_API_KEY", base_url_variable="OPENAI_BASE_URL", default_key=TEST_KEY)
 
 
 async def test_call_delivers_every_transcript_once_in_order_and_every_byte():

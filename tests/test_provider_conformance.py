@@ -260,7 +260,7 @@ def test_mutated_messages_raise_only_protocol_errors(case: CodecCase, data: st.D
 # --- configured providers never show their key -------------------------------------------
 
 CANARY = "sk-canary-0123456789abcdefCANARY"
-CLOUD = [name for name in BUILTIN_PROVIDERS if name not in ("local", "scripted")]
+CLOUD = [name for name in BUILTIN_PROVIDERS if name not in ("whisper", "local", "scripted")]
 
 
 @pytest.mark.parametrize("name", CLOUD)

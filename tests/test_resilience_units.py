@@ -13,6 +13,7 @@ from actors.backoff import Backoff
 from actors.messages import AudioBatch, Transcript
 from actors.replay import ReplayBuffer, SessionClock
 from actors.stats import CallStats
+from actors.session_link import ReplayLink
 from actors.stt_receiver import SttReceiver
 from actors.watchdog import SessionMonitor, is_speech
 from providers.base import MULAW_8K, AudioFormat
@@ -184,18 +185,17 @@ class Events:
 
 
 async def test_a_new_session_never_commits_a_span_twice_and_overlaps_start_at_the_mark():
-    class Ledger:
-        committed_end_ms = 2000
-
-        def commit(self, end_ms: int) -> None:
-            self.committed_end_ms = max(self.committed_end_ms, end_ms)
-
+    replay = ReplayBuffer(10_000, CallStats(), MULAW_8K)
+    replay.commit(2000)  # an earlier session of the call committed up to 2000 ms
     send, receive = trio.open_memory_channel(10)
     clock = SessionClock(1500)  # the replay started before the mark (vendor timing slack)
-    receiver = SttReceiver("p", 1500, clock=clock, ledger=Ledger())
-    await receiver.run(Events(FinalTranscript("old", 0, 400), PartialTranscript("old partial", 0, 500),
-                              FinalTranscript("overlap", 400, 900), FinalTranscript("new", 900, 1500)), send)
+    monitor = SessionMonitor("p", stall_timeout=5.0, healthy_ms=1000)
+    link = ReplayLink(Events(FinalTranscript("old", 0, 400), PartialTranscript("old partial", 0, 500),
+                             FinalTranscript("overlap", 400, 900), FinalTranscript("new", 900, 1500)),
+                      "p", replay, monitor, clock)
+    await SttReceiver().run(link, send)
     send.close()
     got = [e async for e in receive]
     assert got == [Transcript("committed", "overlap", "p", 2000, 2400), Transcript("committed", "new", "p", 2400, 3000)]
-    assert receiver.duplicates == 1 and receiver.committed_end_ms == 3000
+    assert link.duplicates == 1 and replay.committed_end_ms == 3000
+    assert monitor.events == 5  # every event answered the watchdog, the end included

@@ -15,6 +15,7 @@ import wsproto.events
 
 from actors.messages import AudioBatch
 from actors.stats import CallStats
+from actors.session_link import DirectLink
 from actors.stt_sender import SttSender
 from providers.errors import ProviderStalledError
 from providers.events import ProviderEvent
@@ -121,7 +122,7 @@ async def test_stt_sender_reports_a_peer_that_stopped_reading_once_at_its_send_t
         send.send_nowait(AudioBatch(0, 100, b"a"))
         start = trio.current_time()
         with pytest.raises(ProviderStalledError, match="did not take audio for 4 s"):
-            await SttSender(CallStats(), provider="fake", send_timeout=4.0).run(session, receive)
+            await SttSender(send_timeout=4.0).run(DirectLink(session, receive, CallStats(), provider="fake"))
         assert trio.current_time() - start == pytest.approx(4.0)
 
 

@@ -40,7 +40,14 @@ class SinkSpecError(ValueError):
 
 
 class SinkDeliveryError(Exception):
-    """A writer gave up on a batch (e.g. a webhook answered 400, or retries ran out)."""
+    """A writer gave up on a batch (e.g. a webhook answered 400, or retries ran out).
+
+    ``lost``: how many of the batch's events were lost (``None``: all of them), for a
+    writer that delivers event by event and lost only some (``python:``)."""
+
+    def __init__(self, message: str, *, lost: int | None = None) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 class SinkWriter(Protocol):

@@ -34,6 +34,7 @@ import attrs
 import orjson
 import trio
 
+from .. import options as opt
 from ..base import MULAW_8K, AudioFormat, SttSession
 from ..errors import ProviderConfigError
 from ..events import ProviderEvent
@@ -51,8 +52,6 @@ CHUNK_MS = 100  # AssemblyAI takes 50-1000 ms per frame; 100 ms is its recommend
 MAX_LEAD_MS = 500  # how far ahead of real time a backlog may be sent
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 def _fail(detail: str) -> ProviderConfigError:
@@ -207,16 +206,6 @@ def _api_key(env: Mapping[str, str]) -> str:
     return value
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = _raw(env, key).lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise _fail(f"{key} must be true or false, not {raw[:40]!r}")
-
 
 def _int(env: Mapping[str, str], key: str, default: int | None, lo: int, hi: int, unit: str) -> int | None:
     raw = _raw(env, key)
@@ -269,7 +258,7 @@ def options_from_env(env: Mapping[str, str]) -> AssemblyAIOptions:
         speech_model=model,
         encoding=encoding,
         sample_rate=rate,
-        format_turns=_bool(env, "ASSEMBLYAI_FORMAT_TURNS", True),
+        format_turns=opt.boolean(PROVIDER, env, "ASSEMBLYAI_FORMAT_TURNS", True),
         end_of_turn_confidence_threshold=_fraction(env, "ASSEMBLYAI_END_OF_TURN_CONFIDENCE_THRESHOLD"),
         min_turn_silence=min_silence,
         max_turn_silence=max_silence,

@@ -28,11 +28,9 @@ typed by ``error_for_code``.  Other types (``SpeechStarted``, ``Warning``,
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import orjson
 
 from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
+from ..codec import Outbox, close_events
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -42,15 +40,8 @@ from ..errors import (
     ProviderProtocolError,
     error_for_close_code,
 )
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-    SessionStarted,
-)
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed, SessionStarted
+from ..jsonwire import WireObject, parse_object, short
 
 __all__ = [
     "PROVIDER",
@@ -69,11 +60,6 @@ KEEPALIVE = '{"type":"KeepAlive"}'
 FORCE_ENDPOINT = '{"type":"ForceEndpoint"}'
 MIN_FRAME_MS = 50
 MAX_FRAME_MS = 1000
-MAX_MS = 10_000_000_000  # word times beyond this (about 115 days) are not times
-DETAIL_LIMIT = 200
-
-_MISSING: Any = object()
-_JSON_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array", int: "an integer"}
 
 
 # ----------------------------------------------------------------------- errors
@@ -91,7 +77,7 @@ _CODES: dict[int, tuple[type[ProviderError], str]] = {
 def error_for_code(code: int | None, text: str = "", *, closed: bool = False) -> ProviderError:
     """Type an AssemblyAI close code or ``Error.error_code``.  1008 is also used for the
     new-session rate limit ("Too many concurrent sessions"): that one is retryable."""
-    text = _short(text)
+    text = short(text)
     lowered = text.lower()
     if code == 1008 and ("concurren" in lowered or "too many" in lowered or "rate" in lowered):
         return ProviderOverloadedError(PROVIDER, _detail(code, text, "rate limited", closed), code=code,
@@ -106,55 +92,19 @@ def error_for_code(code: int | None, text: str = "", *, closed: bool = False) ->
     return error_type(PROVIDER, _detail(code, text, meaning, closed), code=code, vendor_type=str(code))
 
 
+def _error_for_close(code: int, reason: str) -> ProviderError:
+    return error_for_code(code, reason, closed=True)
+
+
 def _detail(code: int | None, text: str, meaning: str, closed: bool) -> str:
     head = f"connection closed with code {code}" if closed else f"error {code}" if code is not None else "error"
     return f"{head}: {text or meaning}" + (f" ({meaning})" if text and meaning not in text else "")
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
-
-
-# ----------------------------------------------------------------------- strict JSON
-
-
-def _parse(message: str | bytes) -> dict[str, Any]:
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        raise ProviderProtocolError(PROVIDER, "unexpected binary frame from the server")
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise ProviderProtocolError(PROVIDER, "server message is not JSON") from None
-    if type(obj) is not dict:
-        raise ProviderProtocolError(PROVIDER, "server message is not a JSON object")
-    return obj
-
-
-def _field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any = _MISSING) -> Any:
-    """``obj[key]`` of JSON type ``kind`` (``float``: any number; never a boolean)."""
-    value = obj.get(key)
-    if value is None:
-        if default is _MISSING:
-            raise ProviderProtocolError(PROVIDER, f"{where}: missing field {key!r}")
-        return default
-    ok = type(value) in (int, float) if kind is float else type(value) is kind
-    if not ok:
-        expected = "a number" if kind is float else _JSON_NAMES.get(kind, kind.__name__)
-        raise ProviderProtocolError(PROVIDER, f"{where}.{key}: expected {expected}, got {type(value).__name__}")
-    return value
-
-
-def _ms(value: float, where: str) -> int:
-    if not (math.isfinite(value) and 0 <= value <= MAX_MS):
-        raise ProviderProtocolError(PROVIDER, f"{where}: {value!r} is not a time in ms")
-    return int(round(value))
-
-
 # ----------------------------------------------------------------------- codec
 
 
-class AssemblyAICodec:
+class AssemblyAICodec(Outbox):
     """``SttCodec`` for ``/v3/ws``.  ``format_turns`` must match the URL's."""
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K, *, format_turns: bool = False) -> None:
@@ -167,7 +117,7 @@ class AssemblyAICodec:
         self.max_frame = high - high % sample
         self._silence = b"\xff" if audio_format.encoding == "mulaw" else b"\x00"
         self._tracker = AudioSpanTracker(audio_format)
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self._pending = b""  # audio under MIN_FRAME_MS, waiting for more
         self.padded_bytes = 0  # silence added to the last frame
         self.terminating = False
@@ -224,19 +174,15 @@ class AssemblyAICodec:
         if not self.terminating:
             self._outbox.append(FORCE_ENDPOINT)
 
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
-        obj = _parse(message)
-        kind = _field(obj, "type", str, "message")
+        obj = parse_object(PROVIDER, message)
+        kind = obj.string("type")
         if kind == "Turn":
             return self._turn(obj)
         if kind == "Begin":
-            return [SessionStarted(_field(obj, "id", str, "Begin"))]
+            return [SessionStarted(obj.string("id"))]
         if kind == "Termination":
             events = self._release_held()
             if self.terminating and not self.finalized:
@@ -244,19 +190,16 @@ class AssemblyAICodec:
                 events.append(Finalized())
             return events
         if kind == "Error":
-            code = _field(obj, "error_code", int, "Error", None)
-            text = _field(obj, "error", str, "Error", "")
+            code = obj.optional_integer("error_code")
+            text = obj.optional_string("error", "") or ""
             return [ProviderFailed(error_for_code(code, text))]
         return []  # SpeechStarted, Warning, Heartbeat, Silence, and types added later
 
     def connection_closed(self, code: int, reason: str) -> list[ProviderEvent]:
         events = self._release_held()  # a vendor-ended turn is committed whatever follows
-        if self.terminating and code == 1000:  # the end of the Terminate sequence
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in (1000, 1006):
-            events.append(ProviderFailed(error_for_code(code, reason, closed=True)))
-        events.append(ProviderClosed(code, reason))
+        events += close_events(code, reason, ending=self.terminating, finalized=self.finalized,
+                               normal=(1000,), error=_error_for_close)
+        self.finalized = self.finalized or self.terminating and code == 1000  # the end of Terminate
         return events
 
     def _release_held(self) -> list[ProviderEvent]:
@@ -267,20 +210,16 @@ class AssemblyAICodec:
         self._last_final_turn = max(self._last_final_turn, turn_order)
         return [final]
 
-    def _turn(self, obj: dict[str, Any]) -> list[ProviderEvent]:
-        turn_order = _field(obj, "turn_order", int, "Turn")
-        end_of_turn = _field(obj, "end_of_turn", bool, "Turn")
-        text = _field(obj, "transcript", str, "Turn")
-        formatted = _field(obj, "turn_is_formatted", bool, "Turn", False)
-        words = _field(obj, "words", list, "Turn", [])
+    def _turn(self, obj: WireObject) -> list[ProviderEvent]:
+        turn_order = obj.integer("turn_order")
+        end_of_turn = obj.boolean("end_of_turn")
+        text = obj.string("transcript")
+        formatted = obj.optional_boolean("turn_is_formatted")
         start_ms = end_ms = None
-        for index, word in enumerate(words):
-            if type(word) is not dict:
-                raise ProviderProtocolError(PROVIDER, f"Turn.words[{index}]: expected an object")
-            where = f"Turn.words[{index}]"
-            _field(word, "text", str, where, "")
-            word_start = _ms(_field(word, "start", float, where), f"{where}.start")
-            word_end = _ms(_field(word, "end", float, where), f"{where}.end")
+        for word in obj.objects("words"):
+            word.optional_string("text")
+            word_start = word.number_ms("start")
+            word_end = word.number_ms("end")
             start_ms = word_start if start_ms is None else min(start_ms, word_start)
             end_ms = word_end if end_ms is None else max(end_ms, word_end)
         if turn_order < 0:

@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 
 import attrs
 
+from .. import options as opt
 from ..base import MULAW_8K, AudioFormat, SttCodec, SttSession
 from ..errors import ProviderConfigError
 from ..websocket import open_websocket_session
@@ -47,8 +48,6 @@ FLUX_CHUNK_MS = 80  # Flux: 80 ms strongly recommended
 KEEPALIVE_INTERVAL = 4.0  # Deepgram closes after 10 s without audio or KeepAlive (NET-0001)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 def _fail(detail: str) -> ProviderConfigError:
@@ -169,16 +168,6 @@ def _name(env: Mapping[str, str], key: str, default: str | None) -> str | None:
     return raw
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = (env.get(key) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise _fail(f"{key} must be true or false, not {raw!r}")
-
 
 def _int(env: Mapping[str, str], key: str, default: int | None, lo: int, hi: int,
          *, unit: str = "ms", can_disable: bool = False) -> int | None:
@@ -239,7 +228,7 @@ def options_from_env(env: Mapping[str, str]) -> DeepgramOptions:
         sample_rate=rate,
         endpointing=_int(env, "DEEPGRAM_ENDPOINTING", 300, 0, 60_000, can_disable=True),
         utterance_end_ms=_int(env, "DEEPGRAM_UTTERANCE_END_MS", 1000, 1, 60_000, can_disable=True),
-        smart_format=_bool(env, "DEEPGRAM_SMART_FORMAT", True),
+        smart_format=opt.boolean(PROVIDER, env, "DEEPGRAM_SMART_FORMAT", True),
         keyterms=keyterms,
         eot_threshold=threshold,
         eot_timeout_ms=_int(env, "DEEPGRAM_EOT_TIMEOUT_MS", None, 500, 60_000),

@@ -19,28 +19,11 @@ session → ``ProviderFailed``.  Flux documents no KeepAlive: ``keepalive`` send
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..base import MULAW_8K, AudioFormat
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-    SessionStarted,
-)
-from .protocol import (
-    CLOSE_STREAM,
-    NORMAL_CLOSES,
-    error_for_close,
-    error_for_vendor_code,
-    field,
-    parse_object,
-    seconds_to_ms,
-    short,
-)
+from ..codec import Outbox, close_events
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed, SessionStarted
+from ..jsonwire import WireObject, parse_object, short
+from .protocol import CLOSE_STREAM, NORMAL_CLOSES, PROVIDER, error_for_close, error_for_vendor_code
 
 __all__ = ["FluxCodec", "FORCE_END_TURN"]
 
@@ -48,12 +31,12 @@ FORCE_END_TURN = '{"type":"ForceEndTurn"}'
 _PARTIAL_EVENTS = ("StartOfTurn", "Update", "EagerEndOfTurn", "TurnResumed")
 
 
-class FluxCodec:
+class FluxCodec(Outbox):
     """``SttCodec`` for ``/v2/listen``; audio bytes go out unchanged as binary frames."""
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K) -> None:
         self.audio_format = audio_format
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self.ending = False  # finalize called: no more audio
         self.close_sent = False
         self.finalized = False
@@ -77,12 +60,15 @@ class FluxCodec:
         if self._open_turn is None:
             self._close_stream()
 
+    def end_stream(self) -> None:
+        """The session ends now, answered or not (its caller's deadline cut it): the
+        ``ForceEndTurn`` of ``finalize`` if it was not sent, and ``CloseStream`` without
+        waiting for the ``EndOfTurn`` that ``finalize`` would wait for."""
+        self.finalize()
+        self._close_stream()
+
     def keepalive(self) -> None:
         return None
-
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
 
     def _close_stream(self) -> None:
         if not self.close_sent:
@@ -92,15 +78,15 @@ class FluxCodec:
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
-        obj = parse_object(message)
-        kind = field(obj, "type", str, "message")
+        obj = parse_object(PROVIDER, message)
+        kind = obj.string("type")
         if kind == "TurnInfo":
             return self._turn_info(obj)
         if kind == "Connected":
-            return [SessionStarted(field(obj, "request_id", str, "Connected", ""))]
+            return [SessionStarted(obj.optional_string("request_id", "") or "")]
         if kind == "Error":
-            name = field(obj, "code", str, "Error", "")
-            description = field(obj, "description", str, "Error", "")
+            name = obj.optional_string("code", "") or ""
+            description = obj.optional_string("description", "") or ""
             detail = f"error {name or 'without a code'}" + (f": {short(description)}" if description else "")
             return [ProviderFailed(error_for_vendor_code(name, detail))]
         return []  # Warning, ConfigureSuccess/Failure, and types added later
@@ -112,21 +98,18 @@ class FluxCodec:
             if turn is not None and turn.text.strip() and self._open_turn_index > self._last_final_turn:
                 events.append(FinalTranscript(turn.text, turn.start_ms, turn.end_ms))
             self._open_turn = None
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in NORMAL_CLOSES and code != 1006:
-            events.append(ProviderFailed(error_for_close(code, reason)))
-        events.append(ProviderClosed(code, reason))
+        events += close_events(code, reason, ending=self.ending, finalized=self.finalized,
+                               normal=NORMAL_CLOSES, error=error_for_close)
+        self.finalized = self.finalized or self.ending and code in NORMAL_CLOSES
         return events
 
-    def _turn_info(self, obj: dict[str, Any]) -> list[ProviderEvent]:
-        event = field(obj, "event", str, "TurnInfo")
-        turn_index = field(obj, "turn_index", int, "TurnInfo")
-        text = field(obj, "transcript", str, "TurnInfo", "")
-        start = field(obj, "audio_window_start", float, "TurnInfo", 0.0)
-        end = field(obj, "audio_window_end", float, "TurnInfo", start)
-        start_ms = seconds_to_ms(start, "TurnInfo.audio_window_start")
-        end_ms = max(start_ms, seconds_to_ms(end, "TurnInfo.audio_window_end"))
+    def _turn_info(self, obj: WireObject) -> list[ProviderEvent]:
+        event = obj.string("event")
+        turn_index = obj.integer("turn_index")
+        text = obj.optional_string("transcript", "") or ""
+        start_ms = obj.optional_seconds_ms("audio_window_start") or 0
+        end = obj.optional_seconds_ms("audio_window_end")
+        end_ms = max(start_ms, start_ms if end is None else end)
         if event == "EndOfTurn":
             self._open_turn = None
             events: list[ProviderEvent] = []
@@ -136,7 +119,7 @@ class FluxCodec:
                     events.append(FinalTranscript(text, start_ms, end_ms))
             if self.ending:
                 self._close_stream()
-                if field(obj, "trigger", str, "TurnInfo", "") == "manual" and not self.finalized:
+                if obj.optional_string("trigger") == "manual" and not self.finalized:
                     # the answer to our ForceEndTurn: every byte we sent is in a turn now
                     self.finalized = True
                     events.append(Finalized())

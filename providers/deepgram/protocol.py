@@ -26,29 +26,19 @@ Mapping (each event's times are session milliseconds from ``start``/``duration``
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from ..base import MULAW_8K, AudioFormat
+from ..codec import Outbox, close_events
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderOverloadedError,
-    ProviderProtocolError,
     ProviderQuotaError,
     error_for_close_code,
 )
-from ..events import (
-    Finalized,
-    FinalTranscript,
-    PartialTranscript,
-    ProviderClosed,
-    ProviderEvent,
-    ProviderFailed,
-)
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed
+from ..jsonwire import WireObject, parse_object, short
 
 __all__ = [
     "PROVIDER",
@@ -69,61 +59,6 @@ CLOSE_STREAM = '{"type":"CloseStream"}'
 MAX_FRAME_MS = 250
 #: Closes that end a session normally (1005: closed without a status, as Flux does).
 NORMAL_CLOSES = (1000, 1005)
-DETAIL_LIMIT = 200
-#: Times beyond this (about 115 days) are not session times.
-MAX_SECONDS = 10_000_000
-
-_MISSING: Any = object()
-_JSON_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array"}
-
-
-# ----------------------------------------------------------------------- strict JSON
-
-
-def parse_object(message: str | bytes, provider: str = PROVIDER) -> dict[str, Any]:
-    """One server text frame as a JSON object, or ``ProviderProtocolError``."""
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        raise ProviderProtocolError(provider, "unexpected binary frame from the server")
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise ProviderProtocolError(provider, "server message is not JSON") from None
-    if type(obj) is not dict:
-        raise ProviderProtocolError(provider, "server message is not a JSON object")
-    return obj
-
-
-def field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any = _MISSING,
-          provider: str = PROVIDER) -> Any:
-    """``obj[key]`` checked to be a ``kind`` (``float`` accepts any JSON number, never a
-    boolean); ``default`` when absent or null, or ``ProviderProtocolError``."""
-    value = obj.get(key)
-    if value is None:
-        if default is _MISSING:
-            raise ProviderProtocolError(provider, f"{where}: missing field {key!r}")
-        return default
-    if kind is float:
-        ok = type(value) in (int, float)
-    else:
-        ok = type(value) is kind
-    if not ok:
-        expected = "a number" if kind is float else _JSON_NAMES.get(kind, kind.__name__)
-        raise ProviderProtocolError(
-            provider, f"{where}.{key}: expected {expected}, got {type(value).__name__}")
-    return value
-
-
-def seconds_to_ms(value: float, where: str, provider: str = PROVIDER) -> int:
-    """A JSON time in seconds as whole ms; negative or absurd times are malformed."""
-    if not 0 <= value <= MAX_SECONDS:
-        raise ProviderProtocolError(provider, f"{where}: {value!r} is not a time in seconds")
-    return int(round(value * 1000))
-
-
-def short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
-
 
 # ----------------------------------------------------------------------- errors
 
@@ -170,7 +105,7 @@ def error_for_close(code: int, reason: str, provider: str = PROVIDER) -> Provide
 # ----------------------------------------------------------------------- codec
 
 
-class DeepgramCodec:
+class DeepgramCodec(Outbox):
     """``SttCodec`` for ``/v1/listen``.  ``audio_format`` must match the URL's
     ``encoding``/``sample_rate``; audio bytes go out as binary frames unchanged."""
 
@@ -178,7 +113,7 @@ class DeepgramCodec:
         sample_bytes = 1 if audio_format.encoding == "mulaw" else 2
         frame = int(MAX_FRAME_MS * audio_format.bytes_per_ms)
         self._max_frame = frame - frame % sample_bytes
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         self.closing = False  # CloseStream queued: no more audio
         self.finalized = False  # Finalized emitted
 
@@ -206,15 +141,11 @@ class DeepgramCodec:
         if not self.closing:
             self._outbox.append(KEEPALIVE)
 
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
     # --- server messages --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[ProviderEvent]:
-        obj = parse_object(message)
-        kind = field(obj, "type", str, "message")
+        obj = parse_object(PROVIDER, message)
+        kind = obj.string("type")
         if kind == "Results":
             return self._results(obj)
         if kind == "Metadata":
@@ -227,37 +158,27 @@ class DeepgramCodec:
         return []  # UtteranceEnd, SpeechStarted, Configure*, and types added later
 
     def connection_closed(self, code: int, reason: str) -> list[ProviderEvent]:
-        events: list[ProviderEvent] = []
-        if self.closing and code in NORMAL_CLOSES:  # the end of the finalize sequence
-            self.finalized = True
-            events.append(Finalized())
-        elif not self.finalized and code not in NORMAL_CLOSES and code != 1006:
-            events.append(ProviderFailed(error_for_close(code, reason)))
-        events.append(ProviderClosed(code, reason))
+        events = close_events(code, reason, ending=self.closing, finalized=self.finalized,
+                              normal=NORMAL_CLOSES, error=error_for_close)
+        self.finalized = self.finalized or self.closing and code in NORMAL_CLOSES  # the end of finalize
         return events
 
-    def _results(self, obj: dict[str, Any]) -> list[ProviderEvent]:
-        is_final = field(obj, "is_final", bool, "Results")
-        start = field(obj, "start", float, "Results")
-        duration = field(obj, "duration", float, "Results")
-        channel = field(obj, "channel", dict, "Results")
-        alternatives = field(channel, "alternatives", list, "Results.channel")
-        start_ms = seconds_to_ms(start, "Results.start")
-        end_ms = start_ms + seconds_to_ms(duration, "Results.duration")
+    def _results(self, obj: WireObject) -> list[ProviderEvent]:
+        is_final = obj.boolean("is_final")
+        start_ms = obj.seconds_ms("start")
+        end_ms = start_ms + obj.seconds_ms("duration")
+        alternatives = obj.object("channel").objects("alternatives", required=True)
         if not alternatives:
             return []
-        best = alternatives[0]
-        if type(best) is not dict:
-            raise ProviderProtocolError(PROVIDER, "Results.channel.alternatives[0]: expected an object")
-        text = field(best, "transcript", str, "Results.channel.alternatives[0]")
+        text = alternatives[0].string("transcript")
         if not text.strip():
             return []
         if is_final:
             return [FinalTranscript(text, start_ms, end_ms)]
         return [PartialTranscript(text, start_ms, end_ms)]
 
-    def _error(self, obj: dict[str, Any]) -> ProviderError:
-        name = field(obj, "variant", str, "Error", "") or field(obj, "code", str, "Error", "")
-        description = field(obj, "description", str, "Error", "") or field(obj, "message", str, "Error", "")
+    def _error(self, obj: WireObject) -> ProviderError:
+        name = obj.optional_string("variant", "") or obj.optional_string("code", "") or ""
+        description = obj.optional_string("description", "") or obj.optional_string("message", "") or ""
         detail = f"error {name or 'without a name'}" + (f": {short(description)}" if description else "")
         return error_for_vendor_code(name, detail)

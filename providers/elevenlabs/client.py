@@ -23,15 +23,14 @@ key in the ``xi-api-key`` header (never in the URL).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from urllib.parse import urlencode
 
 import attrs
 
 from .. import options as opt
-from ..base import MULAW_8K, AudioFormat, SttSession
+from ..base import AudioFormat
 from ..errors import ProviderConfigError
-from ..websocket import open_websocket_session
+from ..hosted import HostedProvider
 from .protocol import ElevenLabsCodec, vendor_audio_format
 
 __all__ = ["ElevenLabsOptions", "ElevenLabsProvider", "create", "DEFAULT_BASE_URL", "PATH"]
@@ -73,17 +72,13 @@ class ElevenLabsOptions:
         return params
 
 
-@attrs.frozen
-class ElevenLabsProvider:
+@attrs.frozen(kw_only=True)
+class ElevenLabsProvider(HostedProvider):
     """``SttProvider`` for ElevenLabs Scribe v2 Realtime.  The key is kept out of ``repr``."""
 
-    api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     options: ElevenLabsOptions = ElevenLabsOptions()
-    audio_format: AudioFormat = MULAW_8K
     name: str = NAME
-    chunk_ms: int | None = None
-    keepalive_interval: float | None = None
 
     @property
     def url(self) -> str:
@@ -94,9 +89,6 @@ class ElevenLabsProvider:
 
     def codec(self) -> ElevenLabsCodec:
         return ElevenLabsCodec(self.audio_format, include_timestamps=self.options.include_timestamps)
-
-    def open_session(self) -> AbstractAsyncContextManager[SttSession]:
-        return open_websocket_session(self.name, self.codec(), self.url, self.headers())
 
 
 def create(env: Mapping[str, str]) -> ElevenLabsProvider:

@@ -34,6 +34,7 @@ Errors: ``{"message_type": "<error type>", "error": "<text>"}`` (also ``message`
 from __future__ import annotations
 
 from ..base import MULAW_8K, AudioFormat, AudioSpanTracker
+from ..codec import Outbox
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -79,7 +80,7 @@ def vendor_audio_format(fmt: AudioFormat) -> str:
     raise ValueError(f"ElevenLabs takes mulaw/8000 or pcm16 at 8000-48000 Hz, not {fmt}")
 
 
-class ElevenLabsCodec:
+class ElevenLabsCodec(Outbox):
     """``SttCodec`` for ``/v1/speech-to-text/realtime``.  ``include_timestamps`` must
     match the URL's ``include_timestamps`` (it decides which commit message counts)."""
 
@@ -93,7 +94,7 @@ class ElevenLabsCodec:
         self._audio_tail = f'","commit":false,"sample_rate":{rate}}}'
         self._commit = dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": True,
                               "sample_rate": rate})
-        self._outbox: list[str | bytes] = []
+        super().__init__()
         # Bytes sent since OUR last commit.  A server (VAD) commit does not reset it: its
         # message may arrive after later audio went out, and then skipping the final
         # commit would lose that audio's text.
@@ -132,10 +133,6 @@ class ElevenLabsCodec:
     def keepalive(self) -> None:
         """An empty, uncommitted chunk (what livekit sends when idle)."""
         self._outbox.append(self._audio_head + self._audio_tail)
-
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
 
     # --- server messages ------------------------------------------------------------
 

@@ -21,16 +21,14 @@ call's committed transcript arrives at its end (partials grow meanwhile).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import urlencode
 
 import attrs
 
 from .. import options as opt
-from ..base import MULAW_8K, AudioFormat, SttSession
 from ..errors import ProviderConfigError
-from ..websocket import open_websocket_session
+from ..hosted import HostedProvider
 from .protocol import MistralCodec
 
 __all__ = ["MistralOptions", "MistralProvider", "create", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "PATH"]
@@ -62,30 +60,20 @@ class MistralOptions:
         return fields
 
 
-@attrs.frozen
-class MistralProvider:
+@attrs.frozen(kw_only=True)
+class MistralProvider(HostedProvider):
     """``SttProvider`` for Voxtral realtime.  The key is kept out of ``repr``."""
 
-    api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     options: MistralOptions = MistralOptions()
-    audio_format: AudioFormat = MULAW_8K
     name: str = NAME
-    chunk_ms: int | None = None
-    keepalive_interval: float | None = None
 
     @property
     def url(self) -> str:
         return f"{self.base_url}{PATH}?{urlencode({'model': self.options.model})}"
 
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Authorization", f"Bearer {self.api_key}")]
-
     def codec(self) -> MistralCodec:
         return MistralCodec(self.audio_format, session=self.options.session())
-
-    def open_session(self) -> AbstractAsyncContextManager[SttSession]:
-        return open_websocket_session(self.name, self.codec(), self.url, self.headers())
 
 
 def create(env: Mapping[str, str]) -> MistralProvider:

@@ -6,9 +6,9 @@ open ─▶ session.created ─▶ [we send session.update] ─▶ session.updat
 finalize: input_audio.flush + input_audio.end ─▶ … transcription.done ─▶ Finalized ─▶ close
 ```
 
-Configuration: every session field must be set before the first audio, so audio is held
-in the codec (in order, at most ``MAX_HELD_MS``) until ``session.updated`` confirms
-ours; ``data_to_send`` then releases it.  The session update carries the audio format
+Configuration (``providers.session_update``): every session field must be set before
+the first audio, so audio is held in the codec (in order, at most ``MAX_HELD_MS``) until
+``session.updated`` confirms ours; ``data_to_send`` then releases it.  The session update carries the audio format
 (``pcm_mulaw``/8000 for Twilio's audio as is, or ``pcm_s16le``/RATE) plus the options
 the client chose.  Appends are split at ``MAX_APPEND_BYTES`` decoded bytes.
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..base import MULAW_8K, AudioFormat, AudioSpanTracker, HeldAudio
+from ..base import MULAW_8K, AudioFormat
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -45,8 +45,9 @@ from ..errors import (
     ProviderQuotaError,
     ProviderStalledError,
 )
-from ..events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed, SessionStarted
-from ..jsonwire import WireObject, b64, dumps, parse_object
+from ..events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed
+from ..jsonwire import WireObject, dumps, parse_object
+from ..session_update import SessionUpdateCodec
 
 __all__ = ["MistralCodec", "ERROR_CODES", "MAX_APPEND_BYTES", "MAX_HELD_MS", "vendor_audio_format"]
 
@@ -77,57 +78,20 @@ def vendor_audio_format(fmt: AudioFormat) -> dict[str, Any]:
     raise ValueError(f"Mistral takes mulaw/8000 or pcm16 at 8000-96000 Hz, not {fmt}")
 
 
-class MistralCodec:
+class MistralCodec(SessionUpdateCodec):
     """``SttCodec`` for ``/v1/audio/transcriptions/realtime``.  ``session``: extra
     ``session.update`` fields (``target_streaming_delay_ms``, ``language``, ``context_bias``).
     ``send_audio`` raises ``ProviderStalledError`` when more than ``MAX_HELD_MS`` of audio
     waits for a session that is not configured yet."""
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K, *, session: Mapping[str, Any] | None = None) -> None:
-        self.audio_format = audio_format
-        self.tracker = AudioSpanTracker(audio_format)
-        self._update = dumps({"type": "session.update",
-                              "session": {"audio_format": vendor_audio_format(audio_format), **(session or {})}})
-        self._outbox: list[str | bytes] = []
-        self._phase = "connecting"  # → configuring (update sent) → streaming (updated)
-        self._held = HeldAudio(PROVIDER, audio_format, MAX_HELD_MS)
-        self._audio_seen = False
+        update = dumps({"type": "session.update",
+                        "session": {"audio_format": vendor_audio_format(audio_format), **(session or {})}})
+        super().__init__(PROVIDER, audio_format, update, append_type="input_audio.append",
+                         max_append_bytes=MAX_APPEND_BYTES, max_held_ms=MAX_HELD_MS)
         self._text = ""  # deltas since the last final
         self._dones = 0
-        self._finalizing = False
         self._end_sent = False
-        self._finalized = False
-
-    # --- commands -------------------------------------------------------------------
-
-    def send_audio(self, audio: bytes) -> None:
-        if self._finalizing:
-            raise RuntimeError("audio after finalize")
-        if not audio:
-            return
-        self._audio_seen = True
-        if self._phase != "streaming":
-            self._held.hold(audio)
-            return
-        self._append(audio)
-
-    def finalize(self) -> list[ProviderEvent] | None:
-        if self._finalizing:
-            return None
-        self._finalizing = True
-        if not self._audio_seen:
-            self._finalized = True
-            return [Finalized()]
-        if self._phase == "streaming":
-            self._end()
-        return None  # otherwise the end follows the held audio, once configured
-
-    def keepalive(self) -> None:
-        """Mistral documents no keepalive; audio keeps the session alive."""
-
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
 
     # --- server messages ------------------------------------------------------------
 
@@ -139,7 +103,7 @@ class MistralCodec:
         if kind == "transcription.done":
             return self._done(obj)
         if kind == "session.created":
-            return self._created(obj)
+            return self._created(obj.object("session").optional_string("request_id") or "")
         if kind == "session.updated":
             obj.object("session")
             return self._updated()
@@ -160,34 +124,10 @@ class MistralCodec:
 
     # --- internals ------------------------------------------------------------------
 
-    def _append(self, audio: bytes) -> None:
-        self.tracker.add(len(audio))
-        view = memoryview(audio)
-        for start in range(0, len(audio), MAX_APPEND_BYTES):
-            chunk = view[start:start + MAX_APPEND_BYTES]
-            self._outbox.append('{"type":"input_audio.append","audio":"' + b64(chunk) + '"}')
-
-    def _end(self) -> None:
+    def _end(self) -> list[ProviderEvent]:
         self._outbox.append('{"type":"input_audio.flush"}')
         self._outbox.append('{"type":"input_audio.end"}')
         self._end_sent = True
-
-    def _created(self, obj: WireObject) -> list[ProviderEvent]:
-        session = obj.object("session")
-        request_id = session.optional_string("request_id") or ""
-        if self._phase == "connecting":
-            self._outbox.append(self._update)
-            self._phase = "configuring"
-        return [SessionStarted(request_id)]
-
-    def _updated(self) -> list[ProviderEvent]:
-        if self._phase != "configuring":
-            return []
-        self._phase = "streaming"
-        for audio in self._held.release():
-            self._append(audio)
-        if self._finalizing and not self._end_sent:
-            self._end()
         return []
 
     def _delta(self, text: str) -> list[ProviderEvent]:

@@ -23,15 +23,13 @@ configured by the codec's ``session.update`` (``audio/pcmu`` by default).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
 
 from .. import options as opt
-from ..base import MULAW_8K, AudioFormat, SttSession
 from ..errors import ProviderConfigError
-from ..websocket import open_websocket_session
+from ..hosted import HostedProvider
 from .protocol import OpenAICodec
 
 __all__ = ["OpenAIOptions", "OpenAIProvider", "create", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "PATH"]
@@ -79,30 +77,20 @@ class OpenAIOptions:
         return fields
 
 
-@attrs.frozen
-class OpenAIProvider:
+@attrs.frozen(kw_only=True)
+class OpenAIProvider(HostedProvider):
     """``SttProvider`` for OpenAI Realtime transcription.  The key is kept out of ``repr``."""
 
-    api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     options: OpenAIOptions = OpenAIOptions()
-    audio_format: AudioFormat = MULAW_8K
     name: str = NAME
-    chunk_ms: int | None = None
-    keepalive_interval: float | None = None
 
     @property
     def url(self) -> str:
         return f"{self.base_url}{PATH}?{QUERY}"
 
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Authorization", f"Bearer {self.api_key}")]
-
     def codec(self) -> OpenAICodec:
         return OpenAICodec(self.audio_format, audio_input=self.options.audio_input())
-
-    def open_session(self) -> AbstractAsyncContextManager[SttSession]:
-        return open_websocket_session(self.name, self.codec(), self.url, self.headers())
 
 
 def _prompt(env: Mapping[str, str]) -> str | None:

@@ -8,7 +8,7 @@ finalize: input_audio_buffer.commit (≥ 100 ms uncommitted) ─▶ committed �
           item completed (or failed) ─▶ Finalized ─▶ close
 ```
 
-Configuration: audio is held in the codec (in order, at most ``MAX_HELD_MS``) until
+Configuration (``providers.session_update``): audio is held in the codec (in order, at most ``MAX_HELD_MS``) until
 ``session.updated`` confirms our ``session.update`` (``type: transcription``, format
 ``audio/pcmu`` for Twilio's audio as is, or ``audio/pcm`` at 24 kHz).
 
@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from ..base import MULAW_8K, AudioFormat, AudioSpanTracker, HeldAudio
+from ..base import MULAW_8K, AudioFormat
 from ..errors import (
     ProviderAuthError,
     ProviderConfigError,
@@ -49,8 +49,9 @@ from ..errors import (
     ProviderOverloadedError,
     ProviderQuotaError,
 )
-from ..events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed, SessionStarted
-from ..jsonwire import WireObject, b64, dumps, parse_object
+from ..events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed
+from ..jsonwire import WireObject, dumps, parse_object
+from ..session_update import SessionUpdateCodec
 
 __all__ = ["OpenAICodec", "ERROR_CODES", "MIN_COMMIT_MS", "MAX_HELD_MS", "vendor_audio_format"]
 
@@ -95,7 +96,7 @@ class _Item:
     final: str | None = None
 
 
-class OpenAICodec:
+class OpenAICodec(SessionUpdateCodec):
     """``SttCodec`` for ``/v1/realtime?intent=transcription``.  ``audio_input``: the
     ``session.audio.input`` fields besides ``format`` (``transcription``,
     ``turn_detection``, ``noise_reduction``).  ``send_audio`` raises
@@ -104,55 +105,18 @@ class OpenAICodec:
 
     def __init__(self, audio_format: AudioFormat = MULAW_8K, *,
                  audio_input: Mapping[str, Any] | None = None) -> None:
-        self.audio_format = audio_format
-        self.tracker = AudioSpanTracker(audio_format)
-        self._update = dumps({"type": "session.update", "event_id": UPDATE_EVENT_ID, "session": {
+        update = dumps({"type": "session.update", "event_id": UPDATE_EVENT_ID, "session": {
             "type": "transcription",
             "audio": {"input": {"format": vendor_audio_format(audio_format), **(audio_input or {})}}}})
-        self._outbox: list[str | bytes] = []
-        self._phase = "connecting"  # → configuring (update sent) → streaming (updated)
-        self._held = HeldAudio(PROVIDER, audio_format, MAX_HELD_MS)
-        self._audio_seen = False
+        super().__init__(PROVIDER, audio_format, update, append_type="input_audio_buffer.append",
+                         max_append_bytes=MAX_APPEND_BYTES, max_held_ms=MAX_HELD_MS)
         self._items: dict[str, _Item] = {}
         self._order: deque[str] = deque()  # committed items, oldest first, until released
         self._released: set[str] = set()  # items whose final went out: late events are ignored
         self._committed_until_ms = 0  # session audio the server has committed
-        self._finalizing = False
         self._end_decided = False
         self._awaiting_commit = False
-        self._finalized = False
         self._failed = False
-
-    # --- commands -------------------------------------------------------------------
-
-    def send_audio(self, audio: bytes) -> None:
-        if self._finalizing:
-            raise RuntimeError("audio after finalize")
-        if not audio:
-            return
-        self._audio_seen = True
-        if self._phase != "streaming":
-            self._held.hold(audio)
-            return
-        self._append(audio)
-
-    def finalize(self) -> list[ProviderEvent] | None:
-        if self._finalizing:
-            return None
-        self._finalizing = True
-        if not self._audio_seen:
-            self._finalized = True
-            return [Finalized()]
-        if self._phase != "streaming":
-            return None  # decided once configured, after the held audio
-        return self._end() or None
-
-    def keepalive(self) -> None:
-        """OpenAI documents no keepalive; audio keeps the session alive."""
-
-    def data_to_send(self) -> list[str | bytes]:
-        out, self._outbox = self._outbox, []
-        return out
 
     # --- server messages ------------------------------------------------------------
 
@@ -172,7 +136,7 @@ class OpenAICodec:
         if kind == "error":
             return self._error(obj.object("error"))
         if kind == "session.created":
-            return self._created(obj.object("session"))
+            return self._created(obj.object("session").optional_string("id") or "")
         if kind == "session.updated":
             obj.object("session")
             return self._updated()
@@ -190,29 +154,7 @@ class OpenAICodec:
         events.append(ProviderClosed(code, reason))
         return events
 
-    # --- internals: configuration and audio -------------------------------------------
-
-    def _created(self, session: WireObject) -> list[ProviderEvent]:
-        session_id = session.optional_string("id") or ""
-        if self._phase == "connecting":
-            self._outbox.append(self._update)
-            self._phase = "configuring"
-        return [SessionStarted(session_id)]
-
-    def _updated(self) -> list[ProviderEvent]:
-        if self._phase != "configuring":
-            return []
-        self._phase = "streaming"
-        for audio in self._held.release():
-            self._append(audio)
-        return self._end() if self._finalizing else []
-
-    def _append(self, audio: bytes) -> None:
-        self.tracker.add(len(audio))
-        view = memoryview(audio)
-        for start in range(0, len(audio), MAX_APPEND_BYTES):
-            self._outbox.append('{"type":"input_audio_buffer.append","audio":"'
-                                + b64(view[start:start + MAX_APPEND_BYTES]) + '"}')
+    # --- internals: the end of the audio ------------------------------------------------
 
     def _end(self) -> list[ProviderEvent]:
         self._end_decided = True

@@ -41,6 +41,7 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.strategies import configure_tagged_union
 
+from ..jsonwire import describe
 from .errors import TwilioProtocolError
 from .events import Connected, Dtmf, Mark, Media, MediaFormat, Start, Stop, UnknownEvent
 
@@ -53,16 +54,6 @@ MAX_COUNTER_DIGITS = 18
 _Counter = NewType("_Counter", int)  # a JSON string of decimal digits
 _Base64 = NewType("_Base64", bytes)  # a JSON string of strict base64
 
-_JSON_TYPE_NAMES = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    int: "number",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
-
 
 class _FieldError(Exception):
     """Raised by our hooks; ``path`` is relative to the value being structured."""
@@ -71,16 +62,6 @@ class _FieldError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.path = path
-
-
-def _describe(value: Any) -> str:
-    """``value`` named in plain words, short, for error details."""
-    kind = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-    if isinstance(value, str):
-        return f"string {value[:32]!r}" + ("..." if len(value) > 32 else "")
-    if isinstance(value, (int, float)):  # bool included
-        return f"{kind} {orjson.dumps(value).decode()}"
-    return kind
 
 
 def _camel(name: str) -> str:
@@ -93,13 +74,13 @@ def _camel(name: str) -> str:
 
 def _structure_str(value: Any, _: Any) -> str:
     if type(value) is not str:
-        raise _FieldError(f"expected a string, got {_describe(value)}")
+        raise _FieldError(f"expected a string, got {describe(value)}")
     return value
 
 
 def _structure_int(value: Any, _: Any) -> int:
     if type(value) is not int:
-        raise _FieldError(f"expected an integer, got {_describe(value)}")
+        raise _FieldError(f"expected an integer, got {describe(value)}")
     return value
 
 
@@ -111,7 +92,7 @@ def _structure_counter(value: Any, _: Any) -> int:
         or not value.isdigit()
     ):
         raise _FieldError(
-            f"expected a string of 1 to {MAX_COUNTER_DIGITS} decimal digits, got {_describe(value)}"
+            f"expected a string of 1 to {MAX_COUNTER_DIGITS} decimal digits, got {describe(value)}"
         )
     return int(value)
 
@@ -122,7 +103,7 @@ def _structure_optional_counter(value: Any, _: Any) -> int | None:
 
 def _structure_base64(value: Any, _: Any) -> bytes:
     if type(value) is not str:
-        raise _FieldError(f"expected a base64 string, got {_describe(value)}")
+        raise _FieldError(f"expected a base64 string, got {describe(value)}")
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:  # binascii.Error, or a non-ASCII str
@@ -131,19 +112,19 @@ def _structure_base64(value: Any, _: Any) -> bytes:
 
 def _structure_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
     if type(value) is not list:
-        raise _FieldError(f"expected an array of strings, got {_describe(value)}")
+        raise _FieldError(f"expected an array of strings, got {describe(value)}")
     for index, item in enumerate(value):
         if type(item) is not str:
-            raise _FieldError(f"expected a string, got {_describe(item)}", f"[{index}]")
+            raise _FieldError(f"expected a string, got {describe(item)}", f"[{index}]")
     return tuple(value)
 
 
 def _structure_str_dict(value: Any, _: Any) -> dict[str, str]:
     if type(value) is not dict:
-        raise _FieldError(f"expected an object of strings, got {_describe(value)}")
+        raise _FieldError(f"expected an object of strings, got {describe(value)}")
     for key, item in value.items():  # JSON object keys are always strings
         if type(item) is not str:
-            raise _FieldError(f"expected a string, got {_describe(item)}", f".{key}")
+            raise _FieldError(f"expected a string, got {describe(item)}", f".{key}")
     return dict(value)
 
 
@@ -245,7 +226,7 @@ def _register_object(cls: type, **overrides: Any) -> None:
 
     def structure_object(value: Any, _: Any) -> Any:
         if type(value) is not dict:
-            raise _FieldError(f"expected an object, got {_describe(value)}")
+            raise _FieldError(f"expected an object, got {describe(value)}")
         return structure(value, cls)
 
     _converter.register_structure_hook(cls, structure_object)
@@ -351,12 +332,12 @@ def _protocol_error(exc: BaseException) -> TwilioProtocolError:
 def structure_message(obj: Any) -> Connected | Start | Media | Dtmf | Mark | Stop | UnknownEvent:
     """Structure one parsed JSON value with the converter (the reference path)."""
     if type(obj) is not dict:
-        raise TwilioProtocolError(f"expected a JSON object, got {_describe(obj)}")
+        raise TwilioProtocolError(f"expected a JSON object, got {describe(obj)}")
     if "event" not in obj:
         raise TwilioProtocolError("missing required field", "event")
     event = obj["event"]
     if type(event) is not str:
-        raise TwilioProtocolError(f"expected a string, got {_describe(event)}", "event")
+        raise TwilioProtocolError(f"expected a string, got {describe(event)}", "event")
     try:
         if event in _KNOWN_EVENTS:
             return _structure_known(obj, _KnownMessage)

@@ -22,6 +22,9 @@ one); ``ForceEndpoint`` ends the current turn; ``Terminate`` → the last turn,
 Faults, on the sessions listed in ``fault_sessions`` (by default only the first, so a
 reconnect succeeds): ``close_at_ms`` (close with a code and reason once that much audio
 arrived); ``error_at_ms`` (an ``Error`` message with that code, then close with it).
+``answer_end=False``: ``Terminate`` is recorded and never answered, so the session ends
+by the client's close (its code lands in ``close_code``: 1006 if the TCP connection
+ended without a close frame).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class AssemblyAIFake:
     close_at_ms: tuple[int, int, str] | None = None
     error_at_ms: tuple[int, int, str] | None = None  # (audio ms, error_code, error text)
     fault_sessions: tuple[int, ...] = (0,)  # which sessions (by index) the faults hit
+    answer_end: bool = True  # False: record Terminate, never answer it (a vendor whose final is late)
     sessions: list[FakeSession] = attrs.Factory(list)
     rejected: list[tuple[int, str]] = attrs.Factory(list)
 
@@ -176,7 +180,7 @@ class AssemblyAIFake:
             session.controls.append(kind)
             if kind == "ForceEndpoint" and session.received_ms > session.turn_start_ms:
                 await self._end_turn(ws, session, session.received_ms)
-            elif kind == "Terminate":
+            elif kind == "Terminate" and self.answer_end:
                 if session.received_ms > session.turn_start_ms:
                     await self._end_turn(ws, session, session.received_ms)
                 seconds = session.received_ms / 1000

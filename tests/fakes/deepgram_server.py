@@ -21,7 +21,8 @@ the rest, ``Metadata``, close 1000.  Flux: ``Connected``, ``TurnInfo`` ``StartOf
 Transcript text names the span: ``"deepgram 0 to 1000"``.  Faults, on the sessions
 listed in ``fault_sessions`` (by default only the first, so a reconnect succeeds):
 ``close_at_ms`` (close with a code and reason once that much audio arrived),
-``error_at_ms`` (send an ``Error`` message then close 1011).  Every session's audio bytes, frame sizes and
+``error_at_ms`` (send an ``Error`` message then close 1011); ``answer_end=False`` (the
+end sequence is recorded, never answered: the client's close code lands in ``close_code``).  Every session's audio bytes, frame sizes and
 control messages are recorded.
 """
 
@@ -81,6 +82,7 @@ class DeepgramFake:
     close_at_ms: tuple[int, int, str] | None = None  # (audio ms, close code, reason)
     error_at_ms: tuple[int, dict] | None = None  # (audio ms, Error message body)
     fault_sessions: tuple[int, ...] = (0,)  # which sessions (by index) the faults hit
+    answer_end: bool = True  # False: record Finalize/ForceEndTurn/CloseStream, never answer them
     sessions: list[FakeSession] = attrs.Factory(list)
     rejected: list[tuple[int, str]] = attrs.Factory(list)  # (HTTP status, dg-error)
 
@@ -197,6 +199,8 @@ class DeepgramFake:
                                                "description": "could not parse the message", "message": message[:100]})
                 continue
             session.controls.append(kind)
+            if not self.answer_end and kind in ("Finalize", "ForceEndTurn", "CloseStream"):
+                continue  # a vendor whose final is late: the session ends by the client's close
             if kind == "KeepAlive" and not flux:
                 continue
             if kind == "Finalize" and not flux:

@@ -84,8 +84,9 @@ class FakeElevenLabs:
         except _Rejected as exc:
             await sock.send({"message_type": exc.message_type, "error": exc.text})
             await sock.perform(Close(1008, exc.message_type))
-        except trio_websocket.ConnectionClosed:
+        except trio_websocket.ConnectionClosed as exc:
             log.ended_by = log.ended_by or "client"
+            log.close_code = exc.reason.code if exc.reason else 1006
 
     async def _serve(self, sock: FakeSocket) -> None:
         log = sock.log

@@ -80,8 +80,9 @@ class FakeMistral:
         except _Rejected as exc:
             await sock.send({"type": "error", "error": {"message": exc.message, "code": exc.code}})
             await sock.perform(Close(1008, "invalid request"))
-        except trio_websocket.ConnectionClosed:
+        except trio_websocket.ConnectionClosed as exc:
             log.ended_by = log.ended_by or "client"
+            log.close_code = exc.reason.code if exc.reason else 1006
 
     async def _serve(self, sock: FakeSocket, model: str) -> None:
         log = sock.log

@@ -84,8 +84,9 @@ class FakeOpenAI:
                 await sock.perform(Close(3000, "invalid_request_error.invalid_api_key"))
                 return
             await self._serve(sock)
-        except trio_websocket.ConnectionClosed:
+        except trio_websocket.ConnectionClosed as exc:
             log.ended_by = log.ended_by or "client"
+            log.close_code = exc.reason.code if exc.reason else 1006
 
     async def _send_error(self, sock: FakeSocket, message: str, code: str, param: str | None,
                           event_id: str | None) -> None:

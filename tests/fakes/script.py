@@ -74,6 +74,7 @@ class ConnectionLog:
     finals: list[str] = attrs.field(factory=list)
     accepted: bool = False
     ended_by: str = ""  # "client", "close <code>", "drop", "stall"
+    close_code: int | None = None  # the code of the client's close frame; 1006: TCP ended without one
 
     @classmethod
     def from_request(cls, index: int, request: trio_websocket.WebSocketRequest) -> ConnectionLog:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -20,6 +19,7 @@ from providers.twilio import (
 from .config import CallConfig
 from .messages import AudioBatch, CallEvent, CallStarted, DtmfPressed, StreamStarted
 from .ports import BatchingTextSource, TextSource
+from .resampler import AudioOutput
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
 MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
@@ -47,7 +47,7 @@ class TwilioReader:
     (``connected → start → (media | dtmf | mark)* → stop``); tells a
     ``BatchingTextSource`` how many media messages complete the current batch.
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
-    ``AudioBatch``es of ``batch_ms`` on ``mulaw_send``.
+    ``AudioBatch``es of ``batch_ms`` on ``mulaw_send`` (the channel to the Resampler).
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
     Reports: ``twilio_done`` once Twilio is done with the call (the batches it still
     holds are handed on after that); ``ended_by`` says why.
@@ -71,14 +71,16 @@ class TwilioReader:
         self.twilio_done = trio.Event()
         self._expect: Callable[[int], None] | None = None  # a BatchingTextSource's hint
         self._last_media_at = 0.0
-        self._pending: deque[AudioBatch] = deque()
+        # Batches the pipeline could not take yet; empty but for a stalled pipeline, so a
+        # list (56 bytes) rather than a deque (its first block alone is 520).
+        self._pending: list[AudioBatch] = []
         self._parts: list[bytes] = []  # media payloads of the batch being gathered
         self._pending_ms = 0
 
     async def run(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         *,
         read_scope: trio.CancelScope | None = None,
@@ -106,7 +108,7 @@ class TwilioReader:
             while self._pending:
                 batch = self._pending[0]
                 await mulaw_send.send(batch)
-                self._pending.popleft()
+                self._pending.pop(0)
 
     async def _read_until_start(self, source: TextSource, call_deadline: float) -> StreamStarted:
         idle = self._config.media_idle_timeout
@@ -134,7 +136,7 @@ class TwilioReader:
     async def _read_media_within_limits(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         call_deadline: float,
     ) -> None:
@@ -165,7 +167,7 @@ class TwilioReader:
     async def _read_media(
         self,
         source: TextSource,
-        mulaw_send: trio.MemorySendChannel[AudioBatch],
+        mulaw_send: AudioOutput,
         events_send: trio.MemorySendChannel[CallEvent],
         limits: trio.CancelScope,
         call_deadline: float,
@@ -213,12 +215,12 @@ class TwilioReader:
                 await events_send.send(DtmfPressed(event.digit, stats.audio_ms))
         self._flush_parts(mulaw_send)
 
-    def _flush_parts(self, mulaw_send: trio.MemorySendChannel[AudioBatch]) -> None:
+    def _flush_parts(self, mulaw_send: AudioOutput) -> None:
         if self._parts:
             self._offer(mulaw_send, b"".join(self._parts))
             self._parts.clear()
 
-    def _offer(self, mulaw_send: trio.MemorySendChannel[AudioBatch], payload: bytes) -> None:
+    def _offer(self, mulaw_send: AudioOutput, payload: bytes) -> None:
         """Queue one batch without ever waiting (the edge overflow policy)."""
         duration_ms = len(payload) // MULAW_BYTES_PER_MS
         end_ms = self._stats.audio_ms
@@ -232,9 +234,9 @@ class TwilioReader:
                 mulaw_send.send_nowait(pending[0])
             except trio.WouldBlock:
                 break
-            self._pending_ms -= pending.popleft().duration_ms
+            self._pending_ms -= pending.pop(0).duration_ms
         while self._pending_ms > self._config.edge_buffer_ms:
-            dropped = pending.popleft()
+            dropped = pending.pop(0)
             self._pending_ms -= dropped.duration_ms
             self._stats.edge_dropped_ms += dropped.duration_ms
 

@@ -84,6 +84,9 @@ class Measurement:
     files: list[Site]
     replay_peak_ms: int  # mean over calls
     outcomes: list[CallOutcome]
+    tracked_per_call: float = 0.0  # objects the cyclic collector tracks, per live call (its full passes scan them)
+    cyclic_live: float = 0.0  # unreachable cycles found at the snapshot, per call (garbage made while live)
+    cyclic_ended: float = 0.0  # unreachable cycles found once every call ended, per call
 
 
 class NullSink:
@@ -138,13 +141,16 @@ async def _measure(scenario: Scenario, calls: int, at_s: float, stagger_s: float
     try:
         async with trio.open_nursery() as nursery:
             gc.collect()
+            tracked_before = len(gc.get_objects())
             before = tracemalloc.take_snapshot()
             for n in range(calls):
                 nursery.start_soon(one_call, n)
             await trio.sleep_until(measure_at)
-            gc.collect()
+            cyclic_live = gc.collect()
+            tracked_during = len(gc.get_objects())
             during = tracemalloc.take_snapshot()
             peak_ms = sum(s.replay_peak_ms for s in stats) // max(1, len(stats))
+        cyclic_ended = gc.collect()
     finally:
         tracemalloc.stop()
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
@@ -159,7 +165,8 @@ async def _measure(scenario: Scenario, calls: int, at_s: float, stagger_s: float
     size = sum(d.size_diff for d in total) / calls
     count = sum(d.count_diff for d in total) / calls
     return Measurement(scenario, calls, size, count, grouped("traceback" if frames > 1 else "lineno"),
-                       grouped("filename"), peak_ms, outcomes)
+                       grouped("filename"), peak_ms, outcomes, (tracked_during - tracked_before) / calls,
+                       cyclic_live / calls, cyclic_ended / calls)
 
 
 def _where(traceback: tracemalloc.Traceback, key: str) -> str:
@@ -186,11 +193,13 @@ def measure(scenario: Scenario, calls: int, at_s: float, stagger_s: float = 5.0,
 
 
 def render(results: Sequence[Measurement]) -> str:
-    lines = ["| scenario | replay_ms | calls | KiB / call | blocks / call | replay held (mean peak) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | replay_ms | calls | KiB / call | blocks / call | replay held (mean peak) "
+             "| gc-tracked objects / call | cyclic garbage / call: live, ended |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         lines.append(f"| {r.scenario.name} | {r.scenario.replay_ms} | {r.calls} | {r.bytes_per_call / 1024:.1f} "
-                     f"| {r.blocks_per_call:.0f} | {r.replay_peak_ms / 1000:.1f} s |")
+                     f"| {r.blocks_per_call:.0f} | {r.replay_peak_ms / 1000:.1f} s | {r.tracked_per_call:.0f} "
+                     f"| {r.cyclic_live:.1f}, {r.cyclic_ended:.1f} |")
     for r in results:
         lines += ["", f"### {r.scenario.name}, replay_ms={r.scenario.replay_ms}: top allocation sites, per call",
                   "", "| site | KiB / call | blocks / call |", "|---|---:|---:|"]

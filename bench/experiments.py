@@ -24,6 +24,29 @@ Variants:
 ``replay_8s``
     ``CallConfig.replay_ms`` = 8000 instead of 30 000 (memory per call with a provider
     that commits rarely).
+``gc_default``
+    CPython's default collector thresholds (a full collection per 10 middle-generation
+    ones) instead of the gateway's one per 100.
+``gc_report``
+    nothing switched off: every garbage collection after start-up (``gc.freeze()``):
+    its generation and CPU time (and with ``GC_REPORT_SIZES=1`` the objects it
+    scanned) are recorded and summed up on stderr at exit (the gateway's log).
+``batch_report``
+    nothing switched off: per batch, the time and the run-loop passes from its last
+    frame's read to the moment the provider's socket took it (TwilioReader hands it on →
+    ``ReplayBuffer.mark_sent``), and per
+    batched read whether ``SO_RCVLOWAT``'s mark came or ``patience`` ran out; printed at
+    exit.
+``heap_report``
+    nothing switched off: ``tracemalloc`` from start-up (it slows the gateway: memory
+    only), a snapshot every second from a thread; at exit the fullest snapshot minus the
+    one of the gateway at rest (start-up over, before the first call), per file and per line, divided by ``HEAP_REPORT_CALLS`` (the calls of the
+    level): the Python heap one served call holds, sockets and the provider client
+    included.
+``loop_report``
+    nothing switched off: a trio instrument times every pass of the run loop (the tasks
+    run between two ``epoll`` waits, thread CPU time) and prints the distribution at
+    exit: how long a task made runnable may wait behind the others.
 """
 
 from __future__ import annotations
@@ -65,16 +88,245 @@ def replay_ms(ms: int) -> None:
     gateway.app.CallConfig = smaller_replay
 
 
+def _dist(values: list[float]) -> str:
+    if not values:
+        return "none"
+    v = sorted(values)
+    pick = lambda q: v[min(len(v) - 1, int(q * len(v)))]  # noqa: E731
+    return (f"n={len(v)} total={sum(v) / 1000:.2f}s p50={pick(0.5):.3f} p99={pick(0.99):.3f} "
+            f"p99.9={pick(0.999):.3f} max={v[-1]:.3f} ms")
+
+
+def gc_default() -> None:
+    import gateway.cli
+
+    gateway.cli.GC_FULL_PASS_EVERY = 10  # CPython's default: a full collection per 10 middle ones
+
+
+def gc_report() -> None:
+    import atexit
+    import os
+    import time
+
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    sizes: dict[int, list[float]] = {0: [], 1: [], 2: []}  # objects scanned (GC_REPORT_SIZES=1)
+    started = [0]
+
+    def callback(phase: str, info: dict) -> None:
+        if not gc.get_freeze_count():
+            return  # start-up (imports, the collection before gc.freeze()): not the served calls'
+        if phase == "start":
+            if os.environ.get("GC_REPORT_SIZES"):
+                sizes[info["generation"]].append(float(sum(len(gc.get_objects(g))
+                                                           for g in range(info["generation"] + 1))))
+            started[0] = time.thread_time_ns()
+        else:
+            pauses[info["generation"]].append((time.thread_time_ns() - started[0]) / 1e6)
+
+    gc.callbacks.append(callback)
+
+    @atexit.register
+    def report() -> None:
+        for gen, values in pauses.items():
+            print(f"gc_report gen{gen}: {_dist(values)}", file=sys.stderr, flush=True)
+            if sizes[gen]:
+                print(f"gc_report gen{gen} objects scanned: {_dist(sizes[gen])}", file=sys.stderr, flush=True)
+        gc.callbacks.remove(callback)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        left = gc.collect()
+        from collections import Counter
+
+        kinds = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        frames = Counter(f"{o.f_code.co_filename.rsplit('/', 2)[-1]}:{o.f_code.co_name}" for o in gc.garbage
+                         if type(o).__name__ == "frame")
+        print(f"gc_report thresholds {gc.get_threshold()}; unreachable objects left at exit: {left}; "
+              f"kinds {kinds.most_common(25)}; frames {frames.most_common(15)}", file=sys.stderr, flush=True)
+
+
+def batch_report() -> None:
+    import atexit
+
+    import trio
+
+    import actors.replay
+    import gateway.stream_socket
+
+    appended: dict[tuple[int, int], tuple[float, int]] = {}
+    residence: list[float] = []
+    passes_between: list[float] = []
+    passes = [0]
+
+    class PassCounter(trio.abc.Instrument):
+        def after_io_wait(self, timeout: float) -> None:
+            passes[0] += 1
+
+    original_run = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassCounter()]
+        return original_run(*args, **kwargs)
+
+    trio.run = run
+    reads = {"marked": 0, "patience_out": 0, "plain": 0}
+    replay_cls, transport_cls = actors.replay.ReplayBuffer, gateway.stream_socket.SocketTransport
+    append, mark_sent, receive_some = replay_cls.append, replay_cls.mark_sent, transport_cls.receive_some
+
+    import actors.twilio_reader
+
+    reader_cls = actors.twilio_reader.TwilioReader
+    offer = reader_cls._offer
+
+    def timed_offer(self, mulaw_send, payload):  # noqa: ANN001, ANN202 - stamped as the reader hands it on
+        start_ms = self._stats.audio_ms - len(payload) // 8
+        appended[(id(self._stats), start_ms)] = (trio.current_time(), passes[0])
+        return offer(self, mulaw_send, payload)
+
+    def timed_append(self, batch):  # noqa: ANN001, ANN202
+        return append(self, batch)
+
+    def timed_mark_sent(self, batch):  # noqa: ANN001, ANN202
+        at = appended.pop((id(self._stats), batch.start_ms), None)
+        if at is not None:
+            residence.append((trio.current_time() - at[0]) * 1000)
+            passes_between.append(float(passes[0] - at[1]))
+        return mark_sent(self, batch)
+
+    async def timed_receive_some(self, mark=1, patience=0.0):  # noqa: ANN001, ANN202
+        if mark <= 1 or not self.batching:
+            reads["plain"] += 1
+            return await receive_some(self, mark, patience)
+        start = trio.current_time()
+        data = await receive_some(self, mark, patience)
+        reads["patience_out" if trio.current_time() - start >= patience else "marked"] += 1
+        return data
+
+    replay_cls.append, replay_cls.mark_sent = timed_append, timed_mark_sent
+    reader_cls._offer = timed_offer
+    transport_cls.receive_some = timed_receive_some
+
+    @atexit.register
+    def report() -> None:
+        print(f"batch_report read->sent ms: {_dist(residence)}", file=sys.stderr, flush=True)
+        print(f"batch_report read->sent run-loop passes: {_dist(passes_between)}", file=sys.stderr, flush=True)
+        print(f"batch_report reads: {reads}", file=sys.stderr, flush=True)
+
+
+def heap_report() -> None:
+    import atexit
+    import os
+    import threading
+    import tracemalloc
+
+    tracemalloc.start()
+    calls = int(os.environ.get("HEAP_REPORT_CALLS", "1"))
+    snaps: dict[str, tracemalloc.Snapshot] = {}
+    peak, base = [0], [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        previous = -1
+        while not stop.wait(1.0):
+            current = tracemalloc.get_traced_memory()[0]
+            if os.environ.get("HEAP_REPORT_TRACE"):
+                print(f"heap_report trace {current} {sorted(snaps)} {peak[0]}", file=sys.stderr, flush=True)
+            if "first" not in snaps:  # the gateway at rest: start-up over, no call yet
+                if abs(current - previous) < 0.002 * current:
+                    snaps["first"] = tracemalloc.take_snapshot()
+                    base[0] = peak[0] = current
+                previous = current
+            elif current > peak[0]:
+                peak[0] = current
+                snaps["peak"] = tracemalloc.take_snapshot()
+            elif peak[0] - base[0] > 32 * 1024 * calls and current < (base[0] + peak[0]) / 2:  # calls ending: report
+                report()
+                return
+
+    threading.Thread(target=sample, daemon=True).start()
+
+    @atexit.register
+    def report() -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        if "peak" not in snaps:
+            print(f"heap_report: no snapshot with calls ({sorted(snaps)})", file=sys.stderr, flush=True)
+            return
+        # comparing takes seconds: dump both, compare offline (bench/experiments.py heap DIR CALLS)
+        out = Path(os.environ.get("HEAP_REPORT_DIR", "."))
+        snaps["first"].dump(str(out / "heap-first.snapshot"))
+        snaps["peak"].dump(str(out / "heap-peak.snapshot"))
+        print(f"heap_report: snapshots in {out}", file=sys.stderr, flush=True)
+
+
+def heap_table(directory: str, calls: int, top: int = 30) -> None:
+    """Print the per-call difference of the two snapshots ``heap_report`` dumped."""
+    import tracemalloc
+
+    first = tracemalloc.Snapshot.load(str(Path(directory) / "heap-first.snapshot"))
+    fullest = tracemalloc.Snapshot.load(str(Path(directory) / "heap-peak.snapshot"))
+    for key in ("filename", "lineno"):
+        diffs = sorted(fullest.compare_to(first, key), key=lambda d: -d.size_diff)
+        total = sum(d.size_diff for d in diffs)
+        print(f"\n| {key} | KiB / call | blocks / call |\n|---|---:|---:|\n| total | {total / calls / 1024:.1f} | |")
+        for d in diffs[:top]:
+            where = d.traceback[0]
+            name = where.filename.split("site-packages/")[-1].replace(str(Path.cwd()) + "/", "")
+            label = name if key == "filename" else f"{name}:{where.lineno}"
+            print(f"| `{label}` | {d.size_diff / calls / 1024:.2f} | {d.count_diff / calls:.1f} |")
+
+
+def loop_report() -> None:
+    import atexit
+    import time
+
+    import trio
+
+    passes: list[float] = []
+
+    class PassTimer(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.t = 0
+
+        def after_io_wait(self, timeout: float) -> None:
+            self.t = time.thread_time_ns()
+
+        def before_io_wait(self, timeout: float) -> None:
+            if self.t:
+                passes.append((time.thread_time_ns() - self.t) / 1e6)
+
+    original = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassTimer()]
+        return original(*args, **kwargs)
+
+    trio.run = run
+
+    @atexit.register
+    def report() -> None:
+        busy = [p for p in passes if p > 0.05]
+        print(f"loop_report passes: {_dist(passes)}", file=sys.stderr, flush=True)
+        print(f"loop_report passes > 50 us: {_dist(busy)}", file=sys.stderr, flush=True)
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
     "via_hypercorn": via_hypercorn,
     "no_rcvlowat": no_rcvlowat,
     "no_gc_freeze": no_gc_freeze,
     "replay_8s": lambda: replay_ms(8000),
+    "gc_report": gc_report,
+    "gc_default": gc_default,
+    "loop_report": loop_report,
+    "batch_report": batch_report,
+    "heap_report": heap_report,
     "none": lambda: None,
 }
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["heap"]:  # heap DIR CALLS: the table of heap_report's snapshots
+        heap_table(argv[1], int(argv[2]))
+        return 0
     if "--" not in argv or argv.index("--") != 1:
         print(f"usage: experiments.py VARIANT[,VARIANT] -- earpiece-args...\nvariants: {', '.join(VARIANTS)}",
               file=sys.stderr)

@@ -191,6 +191,64 @@ def stack_cases() -> dict[str, Callable[[int], None]]:
             "stack: wsproto serialize of one 100 ms provider message (client)": wsproto_send}
 
 
+def hop_cases() -> dict[str, Callable[[int], None]]:
+    """A batch from TwilioReader to the sender's hands, 100 calls in one run loop: through
+    the mu-law channel and a pass-through Resampler task into the ReplayBuffer (as calls
+    ran before), or straight into the ReplayBuffer (now).  A stand-in reader offers a
+    batch and yields; a stand-in sender takes it (``next_batch`` / ``mark_sent``)."""
+    import trio
+
+    from actors.channels import AUDIO_CHANNEL_SIZE
+    from actors.messages import AudioBatch
+    from actors.replay import ReplayBuffer
+    from actors.resampler import Resampler
+    from actors.stats import CallStats
+    from providers.base import MULAW_8K
+
+    calls = 100
+
+    def run(n: int, via_resampler: bool) -> None:
+        per_call = max(1, n // calls)
+
+        async def call() -> None:
+            stats = CallStats()
+            replay = ReplayBuffer(30_000, stats, MULAW_8K)
+
+            async def sender() -> None:
+                try:
+                    while True:
+                        replay.mark_sent(await replay.next_batch())
+                except trio.EndOfChannel:
+                    return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                if via_resampler:
+                    send, receive = trio.open_memory_channel[AudioBatch](AUDIO_CHANNEL_SIZE)
+                    nursery.start_soon(Resampler(MULAW_8K).run, receive, replay)
+                    out = send
+                else:
+                    out = replay
+                async with out:
+                    for k in range(per_call):
+                        stats.audio_bytes += 800
+                        out.send_nowait(AudioBatch(k * 100, 100, BATCH))
+                        await trio.lowlevel.checkpoint()  # the reader waits for its next batch
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(calls):
+                    nursery.start_soon(call)
+
+        trio.run(main)
+
+    return {
+        "hop: reader → channel → Resampler task → ReplayBuffer → sender, per batch (before)":
+            lambda n: run(n, True),
+        "hop: reader → ReplayBuffer → sender, per batch (now)": lambda n: run(n, False),
+    }
+
+
 def uncovered_protocols(cases: list[Any]) -> list[str]:
     covered = {case.name.split("_")[0] for case in cases}
     found = sorted(p.parent.name for p in (REPO / "providers").glob("*/protocol.py"))
@@ -209,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         args.number, args.repeat = 2000, 3
     os.chdir(REPO)
     cases = load_codec_cases()
-    benches = {**twilio_cases(args.number), **codec_cases(cases), **stack_cases()}
+    benches = {**twilio_cases(args.number), **codec_cases(cases), **stack_cases(), **hop_cases()}
     results: dict[str, Any] = {}
     width = max(len(k) for k in benches)
     print(f"{'benchmark':<{width}}  {'best µs':>8}  {'median µs':>9}")

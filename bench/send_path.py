@@ -1,6 +1,7 @@
 """CPU cost of the provider send path, in µs per 100 ms batch.
 
     .venv/bin/python bench/send_path.py [--transport memory|tcp|both] [--calls 1,100] [--batches 20000] [--repeat 7]
+    .venv/bin/python bench/send_path.py --transport tcp --calls 100 --floor   # beside the floor without trio-websocket
 
 Drives the real path a call's audio takes to the provider, with nothing stubbed:
 ``SttSender.run`` (``send_timeout`` 5 s as in ``CallConfig``, keepalive off and on)
@@ -176,6 +177,82 @@ async def one_run(open_session: Opener, calls: int, batches: int, keepalive: flo
     return elapsed / (calls * batches) / 1000
 
 
+async def raw_run(port: int, calls: int, batches: int) -> float:
+    """The floor under the same work without trio-websocket: per batch a receive from a
+    memory channel (one checkpoint, as the sender's), the ElevenLabs codec, one masked
+    client frame (random key, ``gateway.wsframes.unmask``'s XOR) and one ``send`` on
+    the non-blocking socket (waiting only when the kernel buffer is full).  No lock, no
+    wsproto, no cancel scope, no second checkpoint.  µs of this thread's CPU per batch."""
+    import base64
+    import random
+
+    from gateway.wsframes import unmask
+
+    request = (f"GET {RESOURCE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               f"Sec-WebSocket-Key: {base64.b64encode(random.randbytes(16)).decode()}\r\n\r\n").encode()
+    go, done = trio.Event(), trio.CancelScope()
+    remaining = calls
+    rng = random.Random(1)
+
+    def frame(text: str | bytes) -> bytes:
+        data = text.encode() if isinstance(text, str) else text
+        key = rng.randbytes(4)
+        n = len(data)
+        head = bytes((0x81, 0xFE)) + n.to_bytes(2, "big") if n >= 126 else bytes((0x81, 0x80 | n))
+        return head + key + unmask(data, key)
+
+    async def call(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal remaining
+        send, receive = trio.open_memory_channel[AudioBatch](batches)
+        for k in range(batches):
+            send.send_nowait(AudioBatch(k * BATCH_MS, BATCH_MS, BATCH))
+        send.close()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        codec = ElevenLabsCodec()
+        task_status.started()
+        await go.wait()
+        async for batch in receive:
+            codec.send_audio(batch.payload)
+            for message in codec.data_to_send():
+                view = memoryview(frame(message))
+                while view:
+                    try:
+                        view = view[sock.send(view):]
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(sock)
+        remaining -= 1
+        if not remaining:
+            done.cancel()
+        await trio.sleep_forever()
+        sock.close()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(calls):
+            await nursery.start(call)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        start = time.thread_time_ns()
+        go.set()
+        with done:
+            await trio.sleep_forever()
+        elapsed = time.thread_time_ns() - start
+        nursery.cancel_scope.cancel()
+    return elapsed / (calls * batches) / 1000
+
+
+async def raw_bench(port: int, calls: int, batches: int, repeat: int) -> tuple[float, float]:
+    await raw_run(port, calls, min(batches, 200))
+    runs = [await raw_run(port, calls, batches) for _ in range(repeat)]
+    return min(runs), statistics.median(runs)
+
+
 async def bench(open_session: Opener, calls: int, batches: int, repeat: int,
                 keepalive: float | None) -> tuple[float, float]:
     await one_run(open_session, calls, min(batches, 200), keepalive)  # warm-up
@@ -189,6 +266,9 @@ def main() -> None:
     parser.add_argument("--calls", default="1,100", help="concurrent sessions, a comma-separated list")
     parser.add_argument("--batches", type=int, default=5000, help="batches per run, shared by the calls")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--floor", action="store_true",
+                        help="also over tcp: the same batches with the codec, our own client framing and a "
+                             "plain socket send (no trio-websocket): what that layer costs")
     args = parser.parse_args()
 
     transports = ("memory", "tcp") if args.transport == "both" else (args.transport,)
@@ -208,6 +288,11 @@ def main() -> None:
                 label = "off" if keepalive is None else f"{keepalive:g} s"
                 print(f"| {transport} | {calls} | {label} | {best:.2f} | {median:.2f} |", flush=True)
         if server is not None:
+            if args.floor:
+                for calls in (int(n) for n in args.calls.split(",")):
+                    best, median = trio.run(raw_bench, server.port, calls, args.batches // calls, args.repeat)
+                    print(f"| tcp, floor: codec + own framing + socket send | {calls} | off | {best:.2f} "
+                          f"| {median:.2f} |", flush=True)
             server.close()
 
 

@@ -170,6 +170,11 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
                 gc.freeze()
+                # A call's objects are freed by reference counting (bench/call_memory.py finds
+                # no cyclic garbage per call), so a full pass finds nothing and stalls every
+                # call for ~50 ms at 200 calls; as calls come in, the default (10) ran one per
+                # ~100 new calls.  One per 100 young passes keeps collecting error paths' cycles.
+                gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                          provider.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
@@ -186,6 +191,9 @@ async def _parent_gone(scope: trio.CancelScope) -> None:
         await trio.sleep(1.0)
     log.warning("the supervising parent (pid %d) is gone: draining", parent)
     scope.cancel()
+
+
+GC_FULL_PASS_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,8 +1,8 @@
 """``bench/dashboard.png``: the live dashboard in headless Chromium, mid-call.
 
-    .venv/bin/python bench/dashboard.py [--out bench/dashboard.png] [--provider local]
+    .venv/bin/python bench/dashboard.py [--out bench/dashboard.png] [--provider whisper]
 
-Starts a gateway on 127.0.0.1 (port 0) with the offline ``local`` provider, opens
+Starts a gateway on 127.0.0.1 (port 0) with the offline default (``whisper``), opens
 ``GET /`` in Debian's ``chromium`` through ``chromedriver`` (selenium), streams the
 bundled sample call twice at Twilio's pace (the first has ended when the picture is
 taken, the second is mid-sentence) and saves a screenshot.  The browser test
@@ -135,7 +135,7 @@ async def _run(out: Path, provider_name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("dashboard.png"))
-    parser.add_argument("--provider", default="local", help="STT provider (local: offline, real words)")
+    parser.add_argument("--provider", default="whisper", help="STT provider (whisper: the offline default)")
     args = parser.parse_args(argv)
     import trio
 

@@ -34,7 +34,8 @@ import attrs
 import trio
 
 from ..errors import ProviderConnectionError, ProviderError, ProviderProtocolError
-from ..events import ProviderClosed, ProviderEvent, ProviderFailed, SessionStarted
+from ..events import ProviderEvent, ProviderFailed, SessionStarted
+from ..inprocess import next_event
 from . import wire
 from .settings import PROVIDER, LocalSettings
 
@@ -49,7 +50,6 @@ COMMAND_CREDITS: Final = 4
 EVENT_BUFFER: Final = 16
 
 #: Close code ``receive`` reports after the recognizer failed (1011: internal error).
-FAILED_CLOSE_CODE: Final = 1011
 
 READ_BYTES: Final = 65536
 
@@ -112,12 +112,7 @@ class LocalSession:
     async def receive(self) -> ProviderEvent:
         """The next event, in order; once the session has ended, ``ProviderClosed``
         every time (1000, or 1011 after a ``ProviderFailed``)."""
-        try:
-            return await self._event_receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self.failure is not None:
-                return ProviderClosed(FAILED_CLOSE_CODE, "recognizer failed")
-            return ProviderClosed(1000)
+        return await next_event(self._event_receive, self.failure is not None, "recognizer")
 
     def statistics(self) -> LocalSessionStatistics:
         return LocalSessionStatistics(

@@ -30,8 +30,9 @@ import numpy as np
 import trio
 
 from ..errors import ProviderConnectionError, ProviderError
-from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderClosed, ProviderEvent, ProviderFailed, \
+from ..events import Finalized, FinalTranscript, PartialTranscript, ProviderEvent, ProviderFailed, \
     SessionStarted
+from ..inprocess import next_event
 from .model import SharedModel
 from .queue import DecodeKind, DecodeQueue, DecodeRefused
 from .segmenter import PartialDue, Paused, Segmenter, UtteranceEnded
@@ -46,7 +47,6 @@ log = logging.getLogger("earpiece.whisper")
 #: Events waiting for ``receive`` before the decoder stops decoding.
 EVENT_BUFFER: Final = 16
 #: Close code ``receive`` reports after the decoder failed (1011: internal error).
-FAILED_CLOSE_CODE: Final = 1011
 #: At most one "skipping partial decodes" log line per this many seconds per process.
 SKIP_LOG_INTERVAL: Final = 10.0
 _last_skip_log = [float("-inf")]
@@ -147,12 +147,7 @@ class WhisperSession:
     async def receive(self) -> ProviderEvent:
         """The next event, in order; once the session has ended, ``ProviderClosed``
         every time (1000, or 1011 after a ``ProviderFailed``)."""
-        try:
-            return await self._event_receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self.failure is not None:
-                return ProviderClosed(FAILED_CLOSE_CODE, "decoder failed")
-            return ProviderClosed(1000)
+        return await next_event(self._event_receive, self.failure is not None, "decoder")
 
     async def wait_idle(self) -> None:
         """Return once the decoder has nothing left to do (no commit pending, no partial

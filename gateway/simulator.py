@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 
@@ -29,6 +28,7 @@ from providers.twilio import (
     encode_start,
     encode_stop,
 )
+from providers.wsclient import WebSocketTarget
 
 __all__ = [
     "FRAME_BYTES",
@@ -253,11 +253,14 @@ async def simulate_call(
             if on_message is not None:
                 on_message(message)
 
-    target = _WebSocketTarget.from_url(url)
+    try:
+        target = WebSocketTarget.from_url(url)
+    except ValueError:
+        raise ValueError(f"stream URL must be ws://HOST[:PORT]/PATH or wss://…, not {url!r}") from None
     ws_headers = [(name.encode(), value.encode()) for name, value in headers]
     # We own the TCP stream (rather than open_websocket_url) so that it is closed on
     # every path, a rejected handshake included, and so that end="drop" can cut it.
-    async with await target.connect() as stream:
+    async with await _connect(target) as stream:
         try:
             async with trio.open_nursery() as nursery:
                 ws = await _handshake(nursery, stream, target, ws_headers)
@@ -312,42 +315,18 @@ def _with_user_agent(user_agent: str, extra: Sequence[tuple[str, str]]) -> list[
     return [("User-Agent", user_agent), *extra]
 
 
-@attrs.frozen
-class _WebSocketTarget:
-    """Where a ``ws://`` / ``wss://`` URL points, split the way the handshake needs it."""
-
-    secure: bool
-    host: str
-    port: int
-    host_header: str
-    resource: str
-
-    @classmethod
-    def from_url(cls, url: str) -> _WebSocketTarget:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"stream URL must be ws://HOST[:PORT]/PATH or wss://…, not {url!r}")
-        secure = parts.scheme == "wss"
-        default_port = 443 if secure else 80
-        port = parts.port or default_port
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        host_header = shown if port == default_port else f"{shown}:{port}"
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(secure, host, port, host_header, resource)
-
-    async def connect(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
-        if self.secure:
-            return await trio.open_ssl_over_tcp_stream(
-                self.host, self.port, ssl_context=ssl.create_default_context(), https_compatible=True
-            )
-        return await trio.open_tcp_stream(self.host, self.port)
+async def _connect(target: WebSocketTarget) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    if target.secure:
+        return await trio.open_ssl_over_tcp_stream(
+            target.host, target.port, ssl_context=ssl.create_default_context(), https_compatible=True
+        )
+    return await trio.open_tcp_stream(target.host, target.port)
 
 
 async def _handshake(
     nursery: trio.Nursery,
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
-    target: _WebSocketTarget,
+    target: WebSocketTarget,
     headers: list[tuple[bytes, bytes]],
 ) -> trio_websocket.WebSocketConnection:
     """The opening handshake, within Twilio's connect budget (``ConnectionTimeout`` after it)."""

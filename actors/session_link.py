@@ -24,8 +24,9 @@ from providers.events import FinalTranscript, PartialTranscript, ProviderClosed,
 from .convert import FormatConverter
 from .messages import AudioBatch
 from .replay import ReplayBuffer, SessionClock
+from .speech import is_speech
 from .stats import CallStats
-from .watchdog import SessionMonitor, is_speech
+from .watchdog import SessionMonitor
 
 __all__ = ["SessionLink", "AudioSource", "ReplayLink", "DirectLink"]
 

@@ -13,8 +13,9 @@ sent that much speech.  Once all audio was sent (the caller hung up), time alone
 the end sequence must be answered within ``stall_timeout``.  And from the moment the
 caller hangs up (``hung_up``), the call has only its drain deadline left: a session that
 makes no progress at all (no event, no batch taken) for ``hurry_timeout`` is stalled
-then, so the rest of the drain can go to a new session.  Only speech counts: a muted caller with a vendor that says
-nothing in silence is not a stall (nor does it wear out the retry budget, livekit#7208).
+then, so the rest of the drain can go to a new session.  Only speech counts (the level
+gate is ``actors.speech.is_speech``): a muted caller with a vendor that says nothing in
+silence is not a stall (nor does it wear out the retry budget, livekit#7208).
 
 Healthy: the session accepted ``healthy_ms`` of audio while answering (at most half of
 ``healthy_ms`` of speech unanswered at that point).  Sticky for the session.
@@ -23,43 +24,19 @@ Healthy: the session accepted ``healthy_ms`` of audio while answering (at most h
 from __future__ import annotations
 
 import math
-from typing import Final
 
-import numpy as np
 import trio
 
-from providers.base import AudioFormat
 from providers.errors import ProviderStalledError
 
-from .dsp import MULAW_DECODE_TABLE
-
-__all__ = ["SessionMonitor", "is_speech"]
-
-#: Below this amplitude (about -40 dBFS) a sample is line noise, not speech.
-SPEECH_LEVEL: Final = 330
-#: A batch is speech when at least 1 sample in SPEECH_SHARE is above SPEECH_LEVEL.
-SPEECH_SHARE: Final = 10
-_QUIET_MULAW: Final = bytes(code for code in range(256) if abs(int(MULAW_DECODE_TABLE[code])) < SPEECH_LEVEL)
-
-
-def is_speech(payload: bytes, audio_format: AudioFormat) -> bool:
-    """A cheap level gate (not a VAD): does ``payload`` carry more than line noise?"""
-    if not payload:
-        return False
-    if audio_format.encoding == "mulaw":
-        loud = len(payload.translate(None, _QUIET_MULAW))  # the quiet samples deleted
-        return loud * SPEECH_SHARE >= len(payload)
-    samples = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
-    if not samples.size:
-        return False
-    loud = int(np.count_nonzero((samples >= SPEECH_LEVEL) | (samples <= -SPEECH_LEVEL)))
-    return loud * SPEECH_SHARE >= samples.size
+__all__ = ["SessionMonitor"]
 
 
 class SessionMonitor:
     """One session's liveness.  The session's ``ReplayLink`` reports each batch it sends
     (``sending``), each the session took (``accepted``) and each event (``answered``);
-    ``run`` raises ``ProviderStalledError`` when the session stalls.  ``healthy`` becomes True once the session proved itself.
+    ``run`` raises ``ProviderStalledError`` when the session stalls.  ``healthy`` becomes
+    True once the session proved itself.
     """
 
     def __init__(self, provider: str, stall_timeout: float, healthy_ms: int,

@@ -14,7 +14,7 @@ Variants:
 
 ``via_hypercorn``
     the edge hands ``/twilio/stream`` upgrades to Hypercorn like every other request, so
-    frames go through h11/wsproto, an ASGI message per frame and ``AsgiDoor`` — how the
+    frames go through h11/wsproto, an ASGI message per frame and ``AsgiStreamUpgrade`` — how the
     gateway served the stream before it owned that socket.
 ``no_rcvlowat``
     the stream's own socket without ``SO_RCVLOWAT``: one wake-up per frame the kernel

@@ -38,7 +38,7 @@ LAYERS = [
     ("providers/", "providers (other)"),
     ("actors/twilio_reader.py", "actors/twilio_reader.py"),
     ("actors/", "actors (other)"),
-    ("gateway/twilio_socket.py", "gateway/twilio_socket.py"),
+    ("gateway/stream_endpoint.py", "gateway/stream_endpoint.py"),
     ("gateway/sinks/", "gateway/sinks"),
     ("gateway/", "gateway (other)"),
     ("attrs generated", "attrs-generated __init__/__eq__"),

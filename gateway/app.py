@@ -24,16 +24,15 @@ from .live import LiveHub
 from .live_routes import install_live_routes
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics, multiprocess_dir
 from .overload import OverloadGuard
+from .logs import peer_label, printable
 from .security import (
     TwilioSignatureValidator,
     check_request,
-    peer_label,
-    printable,
     public_origin,
     request_params,
 )
 from .sinks import SinkHub
-from .twilio_socket import FORBIDDEN, TwilioStreamEndpoint
+from .stream_endpoint import FORBIDDEN, TwilioStreamEndpoint
 from .twiml import connect_stream_twiml, reject_twiml
 
 __all__ = ["Gateway", "STREAM_PATH"]

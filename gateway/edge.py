@@ -1,7 +1,7 @@
 """The gateway's listening sockets: Twilio's stream on our own socket, the rest to Hypercorn.
 
 ```
-accept ─▶ read the request head ─┬─ GET /twilio/stream + Upgrade ─▶ RawStreamDoor ─▶ TwilioStreamEndpoint
+accept ─▶ read the request head ─┬─ GET /twilio/stream + Upgrade ─▶ SocketStreamUpgrade ─▶ TwilioStreamEndpoint
                                  └─ anything else ─▶ Hypercorn's TCPServer (the head replayed first)
 ```
 
@@ -38,10 +38,10 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from .stream_socket import RawStreamDoor, SocketTransport, StreamTransport, Transport
+from .stream_socket import SocketStreamUpgrade, SocketTransport, StreamTransport, Transport
 from .wsframes import http_response
 
-__all__ = ["serve_edge", "parse_stream_upgrade", "StreamUpgrade"]
+__all__ = ["serve_edge", "parse_stream_upgrade", "UpgradeRequest"]
 
 log = logging.getLogger("earpiece.gateway")
 
@@ -58,7 +58,7 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 PEER_STALL_TIMEOUT = 30.0
 
 
-class StreamUpgrade:
+class UpgradeRequest:
     """A WebSocket upgrade request for the stream path, parsed from its head."""
 
     def __init__(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -94,7 +94,7 @@ def _tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",")}
 
 
-def parse_stream_upgrade(head: bytes, stream_path: str) -> StreamUpgrade | None:
+def parse_stream_upgrade(head: bytes, stream_path: str) -> UpgradeRequest | None:
     """The upgrade in ``head`` (request line + headers + blank line) when it is a GET of
     ``stream_path`` asking for a WebSocket; None for anything else (or anything h11 would
     not accept: Hypercorn then answers it)."""
@@ -108,7 +108,7 @@ def parse_stream_upgrade(head: bytes, stream_path: str) -> StreamUpgrade | None:
         return None
     if request.target.partition(b"?")[0].rstrip(b"/") != stream_path.encode():
         return None
-    upgrade = StreamUpgrade(request.target, [(bytes(k), bytes(v)) for k, v in request.headers])
+    upgrade = UpgradeRequest(request.target, [(bytes(k), bytes(v)) for k, v in request.headers])
     if b"websocket" not in _tokens(upgrade.header(b"upgrade")) or b"upgrade" not in _tokens(
             upgrade.header(b"connection")):
         return None
@@ -303,7 +303,7 @@ class Edge:
             return bytes(head), None
         return b"", None
 
-    async def _serve_stream(self, transport: Transport, upgrade: StreamUpgrade, early: bytes, *, tls: bool) -> None:
+    async def _serve_stream(self, transport: Transport, upgrade: UpgradeRequest, early: bytes, *, tls: bool) -> None:
         refusal = upgrade.refusal()
         if refusal is not None:
             status, body, headers = refusal
@@ -312,9 +312,9 @@ class Edge:
             return
         client, server = transport.peer_and_local()
         scope = upgrade.scope("wss" if tls else "ws", client, server)
-        door = RawStreamDoor(transport, upgrade.header(b"sec-websocket-key"),
-                             self.gateway.settings.max_message_bytes, early)
-        await self.gateway.stream_endpoint.serve(scope, door)
+        stream_upgrade = SocketStreamUpgrade(transport, upgrade.header(b"sec-websocket-key"),
+                                             self.gateway.settings.max_message_bytes, early)
+        await self.gateway.stream_endpoint.serve(scope, stream_upgrade)
 
 
 async def serve_edge(

@@ -43,7 +43,7 @@ import attrs
 import orjson
 import trio
 
-from .security import printable
+from .logs import printable
 
 __all__ = ["LiveHub", "LiveEntry", "Subscription", "HubFeed", "LiveStatistics", "EventId", "parse_event_id",
            "sse_stream", "RING_EVENTS", "SUBSCRIBER_QUEUE", "ENDED_RETENTION", "HEARTBEAT"]

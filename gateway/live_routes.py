@@ -29,7 +29,7 @@ from quart_trio import QuartTrio
 
 from .access import AccessDecision
 from .live import parse_event_id, sse_stream, valid_sid
-from .security import peer_label
+from .logs import peer_label
 
 __all__ = ["install_live_routes", "STATIC_FILES"]
 

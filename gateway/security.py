@@ -42,8 +42,6 @@ __all__ = [
     "check_request",
     "compute_signature",
     "header_value",
-    "peer_label",
-    "printable",
     "public_origin",
     "public_request_url",
     "request_params",
@@ -287,17 +285,3 @@ def check_request(validator: TwilioSignatureValidator, scope: Mapping[str, Any],
     hint = "" if public_url else " (behind a proxy or tunnel? set --public-url)"
     return SignatureCheck(url, f"{SIGNATURE_HEADER} does not match {url}{hint}")
 
-
-def printable(text: str, limit: int = 200) -> str:
-    """``text`` safe for one log line: control characters escaped, at most ``limit``
-    characters (a peer's field cannot forge or flood log lines)."""
-    if text.isprintable() and len(text) <= limit:
-        return text
-    escaped = text.encode("unicode_escape").decode("ascii")
-    return escaped if len(escaped) <= limit else escaped[:limit] + "…"
-
-
-def peer_label(scope: Mapping[str, Any]) -> str:
-    """``host:port`` of the peer of an ASGI scope, for log lines."""
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "unknown peer"

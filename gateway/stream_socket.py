@@ -1,22 +1,23 @@
 """The Twilio stream's own socket: an upgraded connection read without a framework.
 
 ```
-socket ──bytes──▶ ServerFrameReader ──text──▶ StreamSocket.receive() ──▶ TwilioReader
+socket ──bytes──▶ ServerFrameReader ──text──▶ SocketTextSource.receive() ──▶ TwilioReader
    ▲                     │ ping / close
    └── pong / close ◀────┘
 ```
 
-``StreamSocket`` is the call's ``TextSource``.  It reads as much as the kernel holds in
-one ``recv`` and hands out the messages one by one, so a loaded gateway pays one wake-up
-for many frames.  It also takes the reader's hint (``expect``: how many more messages
+``SocketTextSource`` is the call's ``TextSource`` (what TwilioReader reads).  It reads
+as much as the kernel holds in one ``recv`` and hands out the messages one by one, so a
+loaded gateway pays one wake-up for many frames.  It also takes the reader's hint (``expect``: how many more messages
 make the next batch) and, on a plain TCP socket, sets ``SO_RCVLOWAT`` so that the
 kernel wakes it once that much has arrived: one wake-up per batch instead of one per
 20 ms frame.  A stream that goes quiet before the mark is reached (the last frames, a
 ``stop``, a pause) is read anyway after ``expect``'s worth of audio time plus slack, so
 the mark never holds a message back for long.
 
-``RawStreamDoor`` is the endpoint's view of one upgrade: answer it (``deny`` with an
-HTTP status, ``accept`` with 101), then ``close`` with the code the call ended with.
+``SocketStreamUpgrade`` is the endpoint's view of one upgrade (a
+``gateway.stream_endpoint.StreamUpgrade``): answer it (``deny`` with an HTTP status,
+``accept`` with 101), then ``close`` with the code the call ended with.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .wsframes import (
     pong_frame,
 )
 
-__all__ = ["RawStreamDoor", "SocketTransport", "StreamSocket", "StreamTransport"]
+__all__ = ["SocketStreamUpgrade", "SocketTransport", "SocketTextSource", "StreamTransport"]
 
 RECV_BYTES = 64 * 1024
 SEND_TIMEOUT = 5.0  # seconds for a control frame or an HTTP answer to leave
@@ -155,7 +156,7 @@ def _address(get: object) -> tuple[str, int] | None:
     return (str(address[0]), int(address[1])) if isinstance(address, tuple) else None
 
 
-class StreamSocket:
+class SocketTextSource:
     """``TextSource`` over an upgraded connection: the text messages in order;
     ``trio.EndOfChannel`` once the peer closed or went away; ``TwilioProtocolError`` for a
     binary message or a protocol violation (``error`` then holds the close code).
@@ -237,19 +238,19 @@ class StreamSocket:
             self._ready.clear()
 
 
-class RawStreamDoor:
+class SocketStreamUpgrade:
     """One ``/twilio/stream`` upgrade on our own socket (see ``TwilioStreamEndpoint``)."""
 
     def __init__(self, transport: Transport, key: bytes, max_message_bytes: int, early: bytes = b"") -> None:
         self._transport = transport
         self._key = key
-        self._source = StreamSocket(transport, ServerFrameReader(max_message_bytes), early)
+        self._source = SocketTextSource(transport, ServerFrameReader(max_message_bytes), early)
         self._accepted = False
 
     async def deny(self, status: int, body: str) -> None:
         await self._transport.send_all(http_response(status, body))
 
-    async def accept(self) -> StreamSocket:
+    async def accept(self) -> SocketTextSource:
         self._accepted = await self._transport.send_all(handshake_response(self._key))
         if not self._accepted:
             self._source.disconnected = True
@@ -260,7 +261,7 @@ class RawStreamDoor:
         the peer's answer unless it closed first."""
         source = self._source
         if not self._accepted or source.peer_closed is not None:
-            return  # never upgraded, or the peer's close was answered already (StreamSocket._fill)
+            return  # never upgraded, or the peer's close was answered already (SocketTextSource._fill)
         if source.disconnected and source.error is None:
             return  # the connection is gone: nothing to say
         if source.error is not None:

@@ -12,10 +12,11 @@ import trio.testing
 from actors.backoff import Backoff
 from actors.messages import AudioBatch, Transcript
 from actors.replay import ReplayBuffer, SessionClock
-from actors.stats import CallStats
 from actors.session_link import ReplayLink
+from actors.speech import is_speech
+from actors.stats import CallStats
 from actors.stt_receiver import SttReceiver
-from actors.watchdog import SessionMonitor, is_speech
+from actors.watchdog import SessionMonitor
 from providers.base import MULAW_8K, AudioFormat
 from providers.errors import ProviderStalledError
 from providers.events import Finalized, FinalTranscript, PartialTranscript

@@ -18,11 +18,11 @@ from gateway.security import (
     body_sha256,
     check_request,
     compute_signature,
-    printable,
     public_request_url,
     signing_string,
     url_variants,
 )
+from gateway.logs import printable
 from gateway.simulator import post_voice_webhook, simulate_call
 from gateway.twiml import parse_connect_stream
 from providers.scripted import ScriptedProvider

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from gateway.edge import parse_stream_upgrade
-from gateway.stream_socket import SocketTransport, StreamSocket
+from gateway.stream_socket import SocketTransport, SocketTextSource
 from gateway.wsframes import (
     CloseReceived,
     Ping,
@@ -379,7 +379,7 @@ async def test_a_paced_stream_is_read_about_once_per_batch_not_once_per_frame() 
     most twice per batch (a late frame costs one early read), never once per frame."""
     client, server = await _connected_pair()
     transport = CountingTransport(server)
-    source = StreamSocket(transport, ServerFrameReader(65_536))
+    source = SocketTextSource(transport, ServerFrameReader(65_536))
     media = text(MEDIA)
     frames, received = 60, []
 
@@ -403,7 +403,7 @@ async def test_a_paced_stream_is_read_about_once_per_batch_not_once_per_frame() 
 
 async def test_a_stream_that_goes_quiet_short_of_the_mark_is_still_read() -> None:
     client, server = await _connected_pair()
-    source = StreamSocket(SocketTransport(server), ServerFrameReader(65_536))
+    source = SocketTextSource(SocketTransport(server), ServerFrameReader(65_536))
     with trio.fail_after(CALL_LIMIT):
         client.send(text(MEDIA))
         assert await source.receive() == MEDIA
@@ -452,7 +452,7 @@ async def test_a_flooded_socket_still_lets_other_tasks_run(monkeypatch) -> None:
     client, server = await _connected_pair()
     transport = SocketTransport(server)
     transport.batching = False  # every read on the path that has no mark to wait for
-    source = StreamSocket(transport, ServerFrameReader(65_536))
+    source = SocketTextSource(transport, ServerFrameReader(65_536))
     frames = 100
     client.setblocking(True)
     client.sendall(text(MEDIA) * frames)  # 39 kB waiting before the first read (fits any socket buffer)

@@ -1,8 +1,10 @@
 """``WS /twilio/stream``: admission, the call, the close code — whoever carries the socket.
 
-Normally ``gateway.edge`` upgrades the stream on its own socket (``RawStreamDoor``); an
-upgrade that reaches Hypercorn instead (e.g. on a kept-alive HTTP connection) comes
-through the ASGI entry (``AsgiDoor``).  Both go through ``TwilioStreamEndpoint.serve``.
+The socket itself is elsewhere: normally ``gateway.edge`` upgrades the stream on its own
+socket (``gateway.stream_socket.SocketStreamUpgrade``); an upgrade that reaches Hypercorn
+instead (e.g. on a kept-alive HTTP connection) comes through the ASGI entry
+(``AsgiStreamUpgrade``, here).  Both are a ``StreamUpgrade`` and go through
+``TwilioStreamEndpoint.serve``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from providers.twilio import TwilioProtocolError
 
 from .calls import CallRegistry
 from .metrics import GatewayMetrics
-from .security import peer_label, printable
+from .logs import peer_label, printable
 
-__all__ = ["AsgiDoor", "AsgiTextSource", "StreamDoor", "TwilioStreamEndpoint", "FORBIDDEN"]
+__all__ = ["AsgiStreamUpgrade", "AsgiTextSource", "StreamUpgrade", "TwilioStreamEndpoint", "FORBIDDEN"]
 
 log = logging.getLogger("earpiece.gateway")
 
@@ -53,7 +55,7 @@ class AsgiTextSource:
         raise trio.EndOfChannel
 
 
-class StreamDoor(Protocol):
+class StreamUpgrade(Protocol):
     """One ``/twilio/stream`` upgrade, however it is carried (ASGI, or our own socket)."""
 
     async def deny(self, status: int, body: str) -> None: ...
@@ -64,8 +66,8 @@ class StreamDoor(Protocol):
         """Close the socket with ``code`` unless the peer went away already."""
 
 
-class AsgiDoor:
-    """A ``StreamDoor`` over an ASGI websocket scope (Hypercorn's own WebSocket layer)."""
+class AsgiStreamUpgrade:
+    """A ``StreamUpgrade`` over an ASGI websocket scope (Hypercorn's own WebSocket layer)."""
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -121,16 +123,16 @@ class TwilioStreamEndpoint:
         connect = await receive()
         if connect["type"] != "websocket.connect":
             return
-        await self.serve(scope, AsgiDoor(receive, send))
+        await self.serve(scope, AsgiStreamUpgrade(receive, send))
 
-    async def serve(self, scope: dict[str, Any], door: StreamDoor) -> None:
+    async def serve(self, scope: dict[str, Any], upgrade: StreamUpgrade) -> None:
         """One upgrade request, described by an ASGI-shaped ``scope``."""
         if self.authorize is not None:
             refusal = self.authorize(scope)
             if refusal is not None:
                 self.metrics.call_refused("signature")
                 log.warning("refused a media stream from %s: %s", peer_label(scope), printable(refusal))
-                await door.deny(403, FORBIDDEN)
+                await upgrade.deny(403, FORBIDDEN)
                 return
         # No checkpoint between authorize and admit: admission is atomic under trio.
         record = self.registry.admit(self.provider.name)
@@ -138,11 +140,11 @@ class TwilioStreamEndpoint:
             self.metrics.call_refused(self.registry.refusal_reason())
             why = self.registry.why_not_ready()
             log.warning("refused a media stream from %s: gateway %s", peer_label(scope), why)
-            await door.deny(503, f"gateway {why}\n")
+            await upgrade.deny(503, f"gateway {why}\n")
             return
         self.metrics.call_admitted()
         try:
-            source = await door.accept()
+            source = await upgrade.accept()
 
             def started(stream: Any, stats: Any) -> None:
                 record.stream, record.stats = stream, stats
@@ -150,7 +152,7 @@ class TwilioStreamEndpoint:
             sinks = [self.metrics.observe_call(lambda: record.stats), *self.sinks]
             outcome = await run_call(source, self._counted_provider, sinks, config=self._counted_config,
                                      reader_scope=record.reader_scope, on_started=started)
-            await door.close(outcome.close_code, _close_reason(outcome.detail))
+            await upgrade.close(outcome.close_code, _close_reason(outcome.detail))
         finally:
             self.registry.release(record)
             self.metrics.call_released()

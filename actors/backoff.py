@@ -24,7 +24,7 @@ class Backoff:
         self.base = base
         self.cap = cap
         self.jitter = jitter
-        # the module's shared generator unless a test passes its own (not 2.5 KiB per call)
+        # the module's shared generator unless a test passes its own: a call need not carry one
         self._random = rng.random if rng is not None else random.random
 
     def ceiling(self, attempt: int) -> float:

@@ -1,7 +1,16 @@
-"""Every channel of a call, opened in one place with a named size.
+"""The call's two memory channels, opened by ``run_call`` with named sizes.
 
-Sizes are counted in messages.  Audio batches are ~100 ms each, so
-``AUDIO_CHANNEL_SIZE = 20`` holds ~2 s between two actors before backpressure.
+``mulaw``: TwilioReader's batches to the Resampler.  ``events``: call events to the
+TranscriptEmitter (TwilioReader and the provider leg send on clones; the channel closes
+when the last one does).  Sizes are counted in messages: audio batches are ~100 ms each,
+so ``AUDIO_CHANNEL_SIZE = 20`` holds ~2 s before TwilioReader's bounded edge buffer
+takes over (``edge_buffer_ms``: Twilio itself is never made to wait).
+
+Not every buffer of a call is a channel opened here: past the Resampler, audio goes into
+the ``ReplayBuffer`` (``actors.replay``), which never blocks and drops by its own counted
+rule; an in-process provider (``local``, ``whisper``, ``scripted``) opens its sessions'
+event channels itself (``providers/``); a lone session (``actors.session_link.DirectLink``) reads whatever
+channel its caller opened.
 """
 
 from __future__ import annotations

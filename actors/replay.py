@@ -50,7 +50,8 @@ class ReplayBuffer:
     ``discard``s when no provider is left.  Single trio thread, no locks.
 
     ``committed_end_ms``: call-clock end of the last committed transcript, shared by
-    every session of the call (SttReceiver drops commits that end at or before it).
+    every session of the call (a session's ``ReplayLink`` drops commits that end at or
+    before it, so SttReceiver never emits the same span twice).
     """
 
     def __init__(self, capacity_ms: int, stats: CallStats, audio_format: AudioFormat, label: str = "") -> None:

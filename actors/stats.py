@@ -17,7 +17,7 @@ ARRIVALS_KEPT = 64  # batches (6.4 s at 100 ms): transcripts come back well with
 class ArrivalClock:
     """When the call's audio reached us: the trio time each received batch was read,
     against the call-clock ms it ended at, for the last ``ARRIVALS_KEPT`` batches (a
-    fixed ring of two arrays: about 1 KiB per call, one entry per batch, none per frame).
+    fixed ring of two arrays, one entry per batch, none per frame: small and fixed per call).
 
     ``time_of(ms)`` answers "when did the call's audio clock pass ``ms``": the read time
     of the first kept batch ending at or after it.  Older than the ring: extrapolated

@@ -170,10 +170,9 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
                 gc.freeze()
-                # A call's objects are freed by reference counting (bench/call_memory.py finds
-                # no cyclic garbage per call), so a full pass finds nothing and stalls every
-                # call for ~50 ms at 200 calls; as calls come in, the default (10) ran one per
-                # ~100 new calls.  One per 100 young passes keeps collecting error paths' cycles.
+                # A call's objects are freed by reference counting, so a full pass finds nothing
+                # and stalls every call while it scans the heap; rarer full passes still collect
+                # error paths' cycles (bench/RESULTS.md, "Why the fast paths exist").
                 gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                          provider.name, ",".join(hub.names),

@@ -1,7 +1,8 @@
 """Sans-I/O codec for Twilio Media Streams: Twilio's JSON text frames in, frozen events
 out (``TwilioStreamDecoder``); and encoders for what either side sends.
 
-No trio, no I/O, no logging, no clock: the socket lives in ``actors/``.
+No trio, no I/O, no logging, no clock: the socket lives in ``gateway/`` (``gateway.stream_socket``,
+or Hypercorn's through ``gateway.stream_endpoint``), and ``actors.twilio_reader`` drives the decoder.
 """
 
 from .encoders import (

@@ -36,9 +36,9 @@ CONTEXT_FRAMES: Final = (1000, 1500, 2000, 3000)
 #: model sees its end (without it, the last word is often dropped).
 TRAILING_FRAMES: Final = 100
 
-#: Beam width of a commit's decode (measured on the sample call: names and the last
-#: word of a sentence come out right far more often than greedily, for ~15% more CPU);
-#: partials are greedy, they are redone a second later anyway.
+#: Beam width of a commit's decode: names and the last word of a sentence come out right
+#: more often than greedily (the cost: bench/LOCAL_ACCURACY.md); partials are greedy,
+#: they are redone a second later anyway.
 COMMIT_BEAM: Final = 5
 PARTIAL_BEAM: Final = 1
 

@@ -6,7 +6,7 @@ windows, each with the last 64 samples of the window before it, plus an LSTM sta
 in 100 ms batches, so this keeps the state and the 64-sample context from one batch
 to the next: the probabilities are those of the whole call decoded in one go.
 
-Cheap (about 0.1 ms per window on one core), so it runs on the caller's thread.
+Cheap enough to run on the caller's thread (bench/LOCAL_ACCURACY.md, Endpointing).
 One per session; the ONNX session under it is shared (onnxruntime allows concurrent
 ``run``s).
 """

@@ -65,46 +65,31 @@ def _static(name: str) -> bytes:
 def install_live_routes(app: QuartTrio, gateway: Any) -> None:
     """Add the routes above to ``app``; ``gateway`` has ``live`` (a ``LiveHub``),
     ``read_access`` (a ``ReadAccess``) and ``registry`` (a ``CallRegistry``)."""
-    pages = {name: _static(name) for name in STATIC_FILES}
+    _install_data_routes(app, gateway)
+    _install_dashboard(app)
 
-    def refused() -> Response | None:
-        decision = gateway.read_access.decide(request.scope)
-        if decision.allowed:
-            return None
-        log.info("refused %s %s from %s: %d", request.method, request.path, peer_label(request.scope),
-                 decision.status)
-        return _refusal(decision)
 
+def _install_data_routes(app: QuartTrio, gateway: Any) -> None:
     @app.get("/calls")
     async def live_calls() -> Response:
-        if (no := refused()) is not None:
+        if (no := _refused(gateway)) is not None:
             return no
         return Response(orjson.dumps(list_calls(gateway)), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
     @app.get("/events")
     async def every_call_events() -> Response:
-        return _events(None)
+        return _events(gateway, None)
 
     @app.get("/calls/<call_sid>/events")
     async def one_call_events(call_sid: str) -> Response:
         if not valid_sid(call_sid):
             return Response("no such call\n", status=404, content_type="text/plain")
-        return _events(call_sid)
+        return _events(gateway, call_sid)
 
-    def _events(call_sid: str | None) -> Response:
-        if (no := refused()) is not None:
-            return no
-        hub = gateway.live
-        after = parse_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
-        replay = request.args.get("replay", "").lower() in TRUE
-        if call_sid is not None and hub.ended(call_sid) and not hub.backlog(call_sid=call_sid, after=after,
-                                                                            replay=replay):
-            return Response("", status=204)  # nothing more will come: EventSource stops here
-        stream = sse_stream(hub, call_sid=call_sid, after=after, replay=replay, label=peer_label(request.scope))
-        response = Response(stream, content_type="text/event-stream", headers=SSE_HEADERS)
-        response.timeout = None  # a stream lasts as long as its reader (Quart's default is 60 s)
-        return response
+
+def _install_dashboard(app: QuartTrio) -> None:
+    pages = {name: _static(name) for name in STATIC_FILES}
 
     @app.get("/")
     async def dashboard() -> Response:
@@ -115,6 +100,32 @@ def install_live_routes(app: QuartTrio, gateway: Any) -> None:
         if name not in STATIC_FILES:
             return Response("not found\n", status=404, content_type="text/plain")
         return Response(pages[name], content_type=STATIC_FILES[name], headers=PAGE_HEADERS)
+
+
+def _refused(gateway: Any) -> Response | None:
+    """The refusal for this request under the gateway's read access, or None (allowed)."""
+    decision = gateway.read_access.decide(request.scope)
+    if decision.allowed:
+        return None
+    log.info("refused %s %s from %s: %d", request.method, request.path, peer_label(request.scope),
+             decision.status)
+    return _refusal(decision)
+
+
+def _events(gateway: Any, call_sid: str | None) -> Response:
+    """An SSE stream of every call (``call_sid`` None) or of one, from where the request asks."""
+    if (no := _refused(gateway)) is not None:
+        return no
+    hub = gateway.live
+    after = parse_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
+    replay = request.args.get("replay", "").lower() in TRUE
+    if call_sid is not None and hub.ended(call_sid) and not hub.backlog(call_sid=call_sid, after=after,
+                                                                        replay=replay):
+        return Response("", status=204)  # nothing more will come: EventSource stops here
+    stream = sse_stream(hub, call_sid=call_sid, after=after, replay=replay, label=peer_label(request.scope))
+    response = Response(stream, content_type="text/event-stream", headers=SSE_HEADERS)
+    response.timeout = None  # a stream lasts as long as its reader (Quart's default is 60 s)
+    return response
 
 
 def list_calls(gateway: Any) -> list[dict[str, Any]]:

@@ -57,6 +57,8 @@ CLOSE_TIMEOUT_S: Final = 5.0
 #: In fast mode, let other tasks run after this many messages.
 FAST_YIELD_EVERY: Final = 8
 
+_Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
 
 def new_sid(prefix: str) -> str:
     """A realistic Twilio SID: ``prefix`` (``"CA"``, ``"MZ"``, ``"AC"``) + 32 lowercase hex."""
@@ -111,19 +113,6 @@ class WebhookError(Exception):
         self.body = body
 
 
-@attrs.define
-class _Progress:
-    """Mutable counters shared by the sender and the reply collector of one call."""
-
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    messages_sent: int = 0
-    script_done: bool = False
-    closed_by_gateway: bool = False
-    received: list[str] = attrs.Factory(list)
-    binary_received: int = 0
-
-
 # One step of the script: (audio position in ms, kind, frame index or dtmf order,
 # payload or digit).  At equal
 # positions a dtmf goes before the media frame that starts there.
@@ -143,6 +132,156 @@ def _script(audio: list[bytes], dtmf: Sequence[tuple[int, str]]) -> list[tuple[i
     steps.sort(key=lambda step: step[:3])
     steps.append((end_ms, _END, 0, b""))
     return steps
+
+
+@attrs.define
+class _Player:
+    """One simulated call's Twilio side: plays its script on a socket (``play``) while
+    recording what the gateway sends back (``collect_replies``).  ``steps`` comes from
+    ``_script``; the counters become the ``SimulatedCall``."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    steps: list[tuple[int, int, int, bytes | str]]
+    fast: bool
+    end: str
+    first_timestamp_ms: int
+    custom_parameters: dict[str, str]
+    on_message: Callable[[str], None] | None
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    messages_sent: int = 0
+    script_done: bool = False
+    closed_by_gateway: bool = False
+    received: list[str] = attrs.Factory(list)
+    binary_received: int = 0
+
+    async def converse(
+        self, stream: _Stream, target: WebSocketTarget, headers: list[tuple[bytes, bytes]]
+    ) -> trio_websocket.CloseReason | None:
+        """The whole call on ``stream``: handshake, script and replies, the ending; returns
+        how the socket closed (None: it did not close with a close frame)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await _handshake(nursery, stream, target, headers)
+                replies_done = trio.Event()
+                sending = trio.CancelScope()
+                nursery.start_soon(self.collect_replies, ws, sending, replies_done)
+                with sending:
+                    try:
+                        await self.play(ws)
+                    except trio_websocket.ConnectionClosed:
+                        self.closed_by_gateway = True
+                await self._hang_up(ws, stream, replies_done)
+        except BaseExceptionGroup as group:
+            # A refused or stalled handshake surfaces from trio-websocket's reader
+            # task; give it to the caller as the plain exception open_websocket_url
+            # would raise.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], trio_websocket.HandshakeError):
+                raise group.exceptions[0] from None
+            raise
+        return ws.closed
+
+    async def _hang_up(self, ws: trio_websocket.WebSocketConnection, stream: _Stream, replies_done: trio.Event) -> None:
+        if self.closed_by_gateway:
+            # trio-websocket answers the gateway's close frame before the
+            # collector sees the close; then, as a client, it would wait for
+            # the gateway to close TCP.  Do not wait for that.
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await replies_done.wait()
+            await trio.aclose_forcefully(stream)
+        elif self.end == "stop":
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await ws.aclose(1000)
+        else:
+            await trio.aclose_forcefully(stream)  # the drop: no close frame, no TLS goodbye
+
+    async def _send(self, ws: trio_websocket.WebSocketConnection, message: str) -> None:
+        await ws.send_message(message)
+        self.messages_sent += 1
+
+    async def play(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """``connected``, ``start``, the script on its schedule, then ``stop`` (``end="stop"``)."""
+        await self._send(ws, encode_connected())
+        await self._send(ws, encode_start(
+            stream_sid=self.stream_sid,
+            account_sid=self.account_sid,
+            call_sid=self.call_sid,
+            custom_parameters=self.custom_parameters,
+        ))
+        sequence = 1
+        t0 = trio.current_time()
+        for position_ms, kind, index, data in self.steps:
+            if not self.fast:
+                await trio.sleep_until(t0 + position_ms / 1000)
+            elif self.messages_sent % FAST_YIELD_EVERY == 0:
+                await trio.sleep(0)
+            if kind == _END:
+                break
+            sequence += 1
+            await self._play_step(ws, sequence, kind, index, data)
+        if self.end == "stop":
+            await self._send(ws, encode_stop(
+                stream_sid=self.stream_sid,
+                sequence_number=sequence + 1,
+                account_sid=self.account_sid,
+                call_sid=self.call_sid,
+            ))
+        self.script_done = True
+
+    async def _play_step(self, ws: trio_websocket.WebSocketConnection, sequence: int, kind: int, index: int,
+                         data: bytes | str) -> None:
+        if kind == _DTMF:
+            assert isinstance(data, str)
+            await self._send(ws, encode_dtmf(stream_sid=self.stream_sid, sequence_number=sequence, digit=data))
+            return
+        assert isinstance(data, bytes)
+        await self._send(ws, encode_media_event(
+            stream_sid=self.stream_sid,
+            sequence_number=sequence,
+            chunk=index + 1,
+            timestamp=self.first_timestamp_ms + index * FRAME_MS,
+            payload=data,
+        ))
+        self.frames_sent += 1
+        self.bytes_sent += len(data)
+
+    async def collect_replies(
+        self, ws: trio_websocket.WebSocketConnection, sending: trio.CancelScope, done: trio.Event
+    ) -> None:
+        """Every message from the gateway, until it closes; a close before the script
+        ended stops the sending."""
+        while True:
+            try:
+                message = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                if not self.script_done:
+                    self.closed_by_gateway = True
+                    sending.cancel()
+                done.set()
+                return
+            if isinstance(message, bytes):
+                self.binary_received += 1
+                continue
+            self.received.append(message)
+            if self.on_message is not None:
+                self.on_message(message)
+
+    def result(self, closed: trio_websocket.CloseReason | None) -> SimulatedCall:
+        return SimulatedCall(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            account_sid=self.account_sid,
+            frames_sent=self.frames_sent,
+            bytes_sent=self.bytes_sent,
+            messages_sent=self.messages_sent,
+            closed_by_gateway=self.closed_by_gateway,
+            close_code=closed.code if closed is not None else None,
+            close_reason=closed.reason if closed is not None else None,
+            received=self.received,
+            binary_received=self.binary_received,
+        )
 
 
 async def simulate_call(
@@ -182,130 +321,19 @@ async def simulate_call(
     """
     if end not in ("stop", "drop"):
         raise ValueError(f"end must be 'stop' or 'drop', not {end!r}")
-    call_sid = call_sid or new_sid("CA")
-    stream_sid = stream_sid or new_sid("MZ")
-    account_sid = account_sid or new_sid("AC")
-    steps = _script(frames(mulaw), dtmf)
-    headers = _with_user_agent(STREAM_USER_AGENT, extra_headers)
-    progress = _Progress()
-
-    async def send(ws: trio_websocket.WebSocketConnection, message: str) -> None:
-        await ws.send_message(message)
-        progress.messages_sent += 1
-
-    async def play(ws: trio_websocket.WebSocketConnection) -> None:
-        await send(ws, encode_connected())
-        await send(ws, encode_start(
-            stream_sid=stream_sid,
-            account_sid=account_sid,
-            call_sid=call_sid,
-            custom_parameters=dict(custom_parameters or {}),
-        ))
-        sequence = 1
-        t0 = trio.current_time()
-        for position_ms, kind, index, data in steps:
-            if not fast:
-                await trio.sleep_until(t0 + position_ms / 1000)
-            elif progress.messages_sent % FAST_YIELD_EVERY == 0:
-                await trio.sleep(0)
-            if kind == _END:
-                break
-            sequence += 1
-            if kind == _DTMF:
-                assert isinstance(data, str)
-                await send(ws, encode_dtmf(stream_sid=stream_sid, sequence_number=sequence, digit=data))
-                continue
-            assert isinstance(data, bytes)
-            await send(ws, encode_media_event(
-                stream_sid=stream_sid,
-                sequence_number=sequence,
-                chunk=index + 1,
-                timestamp=first_timestamp_ms + index * FRAME_MS,
-                payload=data,
-            ))
-            progress.frames_sent += 1
-            progress.bytes_sent += len(data)
-        if end == "stop":
-            await send(ws, encode_stop(
-                stream_sid=stream_sid,
-                sequence_number=sequence + 1,
-                account_sid=account_sid,
-                call_sid=call_sid,
-            ))
-        progress.script_done = True
-
-    async def collect_replies(
-        ws: trio_websocket.WebSocketConnection, sending: trio.CancelScope, done: trio.Event
-    ) -> None:
-        while True:
-            try:
-                message = await ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                if not progress.script_done:
-                    progress.closed_by_gateway = True
-                    sending.cancel()
-                done.set()
-                return
-            if isinstance(message, bytes):
-                progress.binary_received += 1
-                continue
-            progress.received.append(message)
-            if on_message is not None:
-                on_message(message)
-
+    player = _Player(call_sid or new_sid("CA"), stream_sid or new_sid("MZ"), account_sid or new_sid("AC"),
+                     _script(frames(mulaw), dtmf), fast, end, first_timestamp_ms, dict(custom_parameters or {}),
+                     on_message)
     try:
         target = WebSocketTarget.from_url(url)
     except ValueError:
         raise ValueError(f"stream URL must be ws://HOST[:PORT]/PATH or wss://…, not {url!r}") from None
-    ws_headers = [(name.encode(), value.encode()) for name, value in headers]
+    headers = [(name.encode(), value.encode()) for name, value in _with_user_agent(STREAM_USER_AGENT, extra_headers)]
     # We own the TCP stream (rather than open_websocket_url) so that it is closed on
     # every path, a rejected handshake included, and so that end="drop" can cut it.
     async with await _connect(target) as stream:
-        try:
-            async with trio.open_nursery() as nursery:
-                ws = await _handshake(nursery, stream, target, ws_headers)
-                replies_done = trio.Event()
-                sending = trio.CancelScope()
-                nursery.start_soon(collect_replies, ws, sending, replies_done)
-                with sending:
-                    try:
-                        await play(ws)
-                    except trio_websocket.ConnectionClosed:
-                        progress.closed_by_gateway = True
-                if progress.closed_by_gateway:
-                    # trio-websocket answers the gateway's close frame before the
-                    # collector sees the close; then, as a client, it would wait for
-                    # the gateway to close TCP.  Do not wait for that.
-                    with trio.move_on_after(CLOSE_TIMEOUT_S):
-                        await replies_done.wait()
-                    await trio.aclose_forcefully(stream)
-                elif end == "stop":
-                    with trio.move_on_after(CLOSE_TIMEOUT_S):
-                        await ws.aclose(1000)
-                else:
-                    await trio.aclose_forcefully(stream)  # the drop: no close frame, no TLS goodbye
-        except BaseExceptionGroup as group:
-            # A refused or stalled handshake surfaces from trio-websocket's reader
-            # task; give it to the caller as the plain exception open_websocket_url
-            # would raise.
-            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], trio_websocket.HandshakeError):
-                raise group.exceptions[0] from None
-            raise
-        closed = ws.closed
-
-    return SimulatedCall(
-        call_sid=call_sid,
-        stream_sid=stream_sid,
-        account_sid=account_sid,
-        frames_sent=progress.frames_sent,
-        bytes_sent=progress.bytes_sent,
-        messages_sent=progress.messages_sent,
-        closed_by_gateway=progress.closed_by_gateway,
-        close_code=closed.code if closed is not None else None,
-        close_reason=closed.reason if closed is not None else None,
-        received=progress.received,
-        binary_received=progress.binary_received,
-    )
+        closed = await player.converse(stream, target, headers)
+    return player.result(closed)
 
 
 def _with_user_agent(user_agent: str, extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -55,58 +55,89 @@ async def tail_stream(url: str, *, group: str | None = None, consumer: str | Non
                       out: TextIO | None = None, block_ms: int = BLOCK_MS) -> None:
     """Print the stream's events until cancelled."""
     import coredis
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.exceptions import ResponseError
     from coredis.retry import NoRetryPolicy
 
     client_url, stream = tail_target(url)
-    out = out or sys.stdout
-    backoff = Backoff(base=0.1, cap=5.0)
-    failures = 0
-    last_id = start or "0"
-    # group mode: (re)starting, first re-read what this consumer holds unacknowledged
-    pending_first = True
     async with coredis.Redis.from_url(client_url, retry_policy=NoRetryPolicy(), connect_timeout=2.0,
                                       stream_timeout=block_ms / 1000 + 10) as client:
+        await _StreamTail(client, stream, group, consumer, start, block_ms).run(out or sys.stdout)
+
+
+class _StreamTail:
+    """``tail_stream``'s loop on one client: read, print, acknowledge (group mode); a lost
+    connection is announced once, retried with backoff, announced again when it is back."""
+
+    def __init__(self, client: Any, stream: str, group: str | None, consumer: str | None, start: str | None,
+                 block_ms: int) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or "earpiece-tail"
+        self.start = start
+        self.block_ms = block_ms
+        self.backoff = Backoff(base=0.1, cap=5.0)
+        self.failures = 0
+        self.last_id = start or "0"
+        # group mode: (re)starting, first re-read what this consumer holds unacknowledged
+        self.pending_first = True
+
+    async def run(self, out: TextIO) -> None:
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+
         while True:
             try:
-                if group is None and last_id == "$":
-                    # "$" resolved once: re-sending it would skip what came between two reads
-                    newest = await client.xrevrange(stream, count=1)
-                    last_id = newest[0].identifier.decode() if newest else "0-0"
-                if group is None:
-                    reply = await client.xread({stream: last_id}, count=READ_COUNT, block=block_ms)
-                else:
-                    if pending_first:
-                        try:
-                            await client.xgroup_create(stream, group, start or "0", mkstream=True)
-                        except ResponseError as exc:
-                            if "BUSYGROUP" not in str(exc):
-                                raise
-                    reply = await client.xreadgroup(group, consumer or "earpiece-tail",
-                                                    {stream: "0" if pending_first else ">"}, count=READ_COUNT,
-                                                    block=None if pending_first else block_ms)
+                reply = await self._read()
             except (RedisConnectionError, TimeoutError, OSError) as exc:
-                failures += 1
-                pending_first = True
-                if failures == 1:
-                    print(f"earpiece tail: Redis is away ({exc}); retrying", file=sys.stderr, flush=True)
-                await trio.sleep(backoff.delay(failures))
+                await self._retry_after(exc)
                 continue
-            if failures:
+            if self.failures:
                 print("earpiece tail: Redis is back", file=sys.stderr, flush=True)
-                failures = 0
+                self.failures = 0
             entries = next(iter(reply.values()), ()) if reply else ()
             if not entries:
-                pending_first = False
+                self.pending_first = False
                 continue
             lines = [line for line in (_line(entry.field_values) for entry in entries) if line is not None]
             if lines:
                 out.write("".join(line + "\n" for line in lines))
                 out.flush()
-            last_id = entries[-1].identifier.decode()
-            if group is not None:
-                try:
-                    await client.xack(stream, group, [entry.identifier for entry in entries])
-                except (RedisConnectionError, TimeoutError, OSError):
-                    pending_first = True  # unacknowledged: printed again once Redis is back (at-least-once)
+            self.last_id = entries[-1].identifier.decode()
+            if self.group is not None:
+                await self._acknowledge(entries)
+
+    async def _read(self) -> Any:
+        client, stream = self.client, self.stream
+        if self.group is None:
+            if self.last_id == "$":
+                # "$" resolved once: re-sending it would skip what came between two reads
+                newest = await client.xrevrange(stream, count=1)
+                self.last_id = newest[0].identifier.decode() if newest else "0-0"
+            return await client.xread({stream: self.last_id}, count=READ_COUNT, block=self.block_ms)
+        if self.pending_first:
+            await self._create_group()
+        return await client.xreadgroup(self.group, self.consumer, {stream: "0" if self.pending_first else ">"},
+                                       count=READ_COUNT, block=None if self.pending_first else self.block_ms)
+
+    async def _create_group(self) -> None:
+        from coredis.exceptions import ResponseError
+
+        try:
+            await self.client.xgroup_create(self.stream, self.group, self.start or "0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _retry_after(self, exc: Exception) -> None:
+        self.failures += 1
+        self.pending_first = True
+        if self.failures == 1:
+            print(f"earpiece tail: Redis is away ({exc}); retrying", file=sys.stderr, flush=True)
+        await trio.sleep(self.backoff.delay(self.failures))
+
+    async def _acknowledge(self, entries: Any) -> None:
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+
+        try:
+            await self.client.xack(self.stream, self.group, [entry.identifier for entry in entries])
+        except (RedisConnectionError, TimeoutError, OSError):
+            self.pending_first = True  # unacknowledged: printed again once Redis is back (at-least-once)

@@ -6,7 +6,7 @@ Starts a gateway on 127.0.0.1 (port 0) with the offline default (``whisper``), o
 ``GET /`` in Debian's ``chromium`` through ``chromedriver`` (selenium), streams the
 bundled sample call twice at Twilio's pace (the first has ended when the picture is
 taken, the second is mid-sentence) and saves a screenshot.  The browser test
-(tests/test_dashboard_browser.py) drives the page the same way, through
+(tests/system/test_dashboard_browser.py) drives the page the same way, through
 ``open_chromium`` here.
 
 Chromium never leaves the machine: background networking is off and every

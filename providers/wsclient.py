@@ -9,7 +9,7 @@ every path.  Owning it also tells us what the library cannot: whether a write wa
 half way (``WatchedStream.intact``), after which no frame may follow on that socket.
 
 Nothing here reaches into trio-websocket's private state;
-``tests/test_wsclient.py`` pins the library behaviour this relies on.
+``tests/providers/test_wsclient.py`` pins the library behaviour this relies on.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What every STT codec must do, stated once.  Vendor modules contribute ``CodecCase``s;
-``tests/test_provider_conformance.py`` runs the same checks over all of them."""
+``tests/providers/test_provider_conformance.py`` runs the same checks over all of them."""
 
 from __future__ import annotations
 

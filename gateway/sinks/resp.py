@@ -73,7 +73,7 @@ class ReplyParser:
     not RESP2 (then again at every call: the connection is unusable).
 
     What is accepted and refused is what hiredis accepts and refuses for RESP2
-    (tests/test_resp_differential.py): strict integers and lengths, no CR or LF inside a
+    (tests/gateway/sinks/test_resp_differential.py): strict integers and lengths, no CR or LF inside a
     simple string or error, nil only as ``$-1``/``*-1``.  An unknown type byte is refused
     as soon as it arrives, without waiting for its line."""
 

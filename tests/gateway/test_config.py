@@ -14,7 +14,7 @@ from gateway.config import ConfigError, Option, Settings, options
 from providers.scripted import ScriptedProvider
 from providers.twilio import TwilioLimits
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: a valid value for every setting with a flag, and the value it becomes
 GIVEN = {

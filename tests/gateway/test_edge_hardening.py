@@ -28,7 +28,7 @@ from gateway.wsframes import MAX_FRAGMENTS, ServerFrameReader, WebSocketError
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
 from tests.helpers import ListSink
-from tests.test_stream_socket import UPGRADE, RawClient, frame, script, text
+from tests.gateway.test_stream_socket import UPGRADE, RawClient, frame, script, text
 
 LIMIT = 60  # seconds (virtual under autojump_clock): a bound on each test, never an assertion on speed
 KEEP_ALIVE = hypercorn_config("127.0.0.1", 0).keep_alive_timeout  # Hypercorn's default: 5 s

@@ -463,8 +463,8 @@ async def test_a_quiet_stream_sends_a_comment_every_heartbeat(autojump_clock):
 
 
 def test_serve_says_who_may_read_and_never_prints_the_token():
-    from tests.test_cli import _free_port
-    from tests.test_security_cli import _serve, _stop
+    from tests.gateway.test_cli import _free_port
+    from tests.gateway.test_security_cli import _serve, _stop
 
     port = _free_port()
     server, lines = _serve("--port", str(port), env={"EARPIECE_API_TOKEN": TOKEN})

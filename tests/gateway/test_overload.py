@@ -18,7 +18,7 @@ from gateway.twiml import CallRejected, parse_connect_stream
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
 from tests.helpers import ACCOUNT_SID, ListSink, call_ids, open_stream_socket, tone
-from tests.test_security_admission import _rejection
+from tests.gateway.test_security_admission import _rejection
 
 
 def _calls(registry: CallRegistry, backlogs_ms: list[int]) -> list[CallStats]:

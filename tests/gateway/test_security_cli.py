@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.test_cli import EARPIECE, ENV, _free_port, _write_wav, run
+from tests.gateway.test_cli import EARPIECE, ENV, _free_port, _write_wav, run
 
 TOKEN = "cli-token-0a1b2c3d4e5f60718293"
 START_TIMEOUT = 30

@@ -27,8 +27,8 @@ from gateway.simulator import post_voice_webhook
 from gateway.twiml import parse_connect_stream
 from providers.scripted import ScriptedProvider
 from tests.helpers import ACCOUNT_SID, ListSink, call_ids, tone
-from tests.test_bad_input import connected, media, start, stop
-from tests.test_cli import _free_port, run
+from tests.system.test_bad_input import connected, media, start, stop
+from tests.gateway.test_cli import _free_port, run
 
 CALL_LIMIT = 30
 TOKEN = "tls-test-token-0123456789"

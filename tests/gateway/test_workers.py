@@ -94,7 +94,7 @@ async def gateway_tree(tmp_path: Path, *flags: str) -> AsyncIterator[GatewayTree
                "scripted", "--sink", f"jsonl:{jsonl}", "--max-busy", "0", *flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EARPIECE_", "PROMETHEUS_"))}
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                               env=env, cwd=str(Path(__file__).parent.parent))
+                                               env=env, cwd=str(Path(__file__).resolve().parents[2]))
     tree = GatewayTree(process, jsonl)
     try:
         async with trio.open_nursery() as nursery:
@@ -328,7 +328,7 @@ async def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EARPIECE_", "PROMETHEUS_"))}
     with trio.fail_after(TEST_LIMIT):
         process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                                   env=env, cwd=str(Path(__file__).parent.parent))
+                                                   env=env, cwd=str(Path(__file__).resolve().parents[2]))
         tree = GatewayTree(process, tmp_path / "unused")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(tree.read_stderr)

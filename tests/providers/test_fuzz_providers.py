@@ -4,7 +4,7 @@ finalizing) and across sequences of messages; ``connection_closed`` never raises
 
 The codecs are discovered: every class with the ``SttCodec`` methods in the modules of
 each ``providers/<vendor>/`` package that has a ``protocol.py`` (Twilio's codec has its
-own fuzz test, ``tests/test_twilio_codec_fuzz.py``).  Vendors still being written simply
+own fuzz test, ``tests/providers/twilio/test_twilio_codec_fuzz.py``).  Vendors still being written simply
 are not there yet; a module that exists but does not import fails loudly.
 """
 

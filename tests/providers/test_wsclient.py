@@ -29,7 +29,7 @@ from providers.websocket import WebSocketSession, open_websocket_session
 from providers.wsclient import WatchedStream, WebSocketTarget
 from tests.fakes.assemblyai_server import AssemblyAIFake
 from tests.helpers import tone
-from tests.test_security_tls import certificate  # noqa: F401 - the self-signed certificate fixture
+from tests.gateway.test_security_tls import certificate  # noqa: F401 - the self-signed certificate fixture
 
 LIMIT = 30  # virtual seconds
 
@@ -254,7 +254,7 @@ def test_providers_use_only_public_attributes_of_other_objects():
     """No ``obj._private`` outside ``self``, no traceback frame walking: what trio-websocket
     keeps private may change in any release."""
     found = []
-    for path in sorted(pathlib.Path(__file__).resolve().parents[1].joinpath("providers").rglob("*.py")):
+    for path in sorted(pathlib.Path(__file__).resolve().parents[2].joinpath("providers").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Attribute):
                 continue

@@ -25,7 +25,7 @@ from gateway.sinks import JsonlSink
 from gateway.twiml import parse_connect_stream
 from providers.registry import available_providers
 from tests.helpers import ACCOUNT_SID, call_ids, tone
-from tests.test_cli import run
+from tests.gateway.test_cli import run
 
 CALL_LIMIT = 30
 TWILIO_TOKEN = "twilio-token-SECRET-7f3a9c2e51d84b06"

@@ -19,9 +19,9 @@ from gateway.simulator import simulate_call
 from providers.whisper import DecodeQueue, WhisperProvider
 from tests.conftest import running_gateway
 from tests.helpers import ListSink
-from tests.test_cli import run
-from tests.test_local_provider import SAMPLE_TEXT, SAMPLE_WAV, wer, words
-from tests.test_whisper_provider import CALL_DEADLINE, MAX_SAMPLE_WER
+from tests.gateway.test_cli import run
+from tests.providers.local.test_local import SAMPLE_TEXT, SAMPLE_WAV, wer, words
+from tests.providers.whisper.test_whisper import CALL_DEADLINE, MAX_SAMPLE_WER
 
 
 @pytest.mark.slow

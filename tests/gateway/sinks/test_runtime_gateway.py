@@ -9,7 +9,7 @@ from gateway.sinks import SinkStatistics, open_sink_hub
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
 from tests.helpers import call_ids, tone
-from tests.test_sink_hub import ListWriter
+from tests.gateway.sinks.test_runtime import ListWriter
 
 LIMIT = 30  # seconds: a bound on the test, never an assertion on speed
 

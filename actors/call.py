@@ -10,8 +10,9 @@ Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuff
 The Resampler converts the call's audio once when every provider of the chain takes the
 same format; when they differ, the ReplayBuffer keeps mu-law and each session converts
 (the rule and the converter: ``actors.convert``).  The provider leg is supervised
-(reconnect, replay, failover, stall watchdog: see ``actors.provider_leg``); the ReplayBuffer between it and the Resampler never waits on a
-session, so a provider outage never slows the Twilio side.
+(reconnect, replay, failover, stall watchdog: see ``actors.provider_leg``); the
+ReplayBuffer between it and the Resampler never waits on a session, so a provider
+outage never slows the Twilio side.
 
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the

@@ -99,8 +99,8 @@ class TwilioStreamEndpoint:
     ``max_calls``.
 
     ``chain``: every call's providers.  ``metrics``: admissions and refusals are counted
-    here; calls run with each provider of the chain counted as its sessions open, and with a ``CallObserver`` as their
-    first sink (``gateway.metrics``).
+    here; calls run with each provider of the chain counted as its sessions open, and
+    with a ``CallObserver`` as their first sink (``gateway.metrics``).
     """
 
     def __init__(self, chain: ProviderChain, sinks: Sequence[Sink], registry: CallRegistry,

@@ -171,7 +171,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # ~100 new calls.  One per 100 young passes keeps collecting error paths' cycles.
                 gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
-                         provider.name, ",".join(hub.names),
+                         chain.primary.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
                          gateway.read_access.describe())
 

@@ -7,9 +7,12 @@ Twilio WS ─▶ TwilioReader ─mulaw─▶ Resampler ─audio─▶ ReplayBuff
                   └──────────────────────── events ─▶ TranscriptEmitter ◀───────────────────┘ ─▶ sinks
 ```
 
-The provider leg is supervised (reconnect, replay, failover, stall watchdog: see
-``actors.provider_leg``); the ReplayBuffer between it and the Resampler never waits on a
-session, so a provider outage never slows the Twilio side.
+The Resampler converts the call's audio once when every provider of the chain takes the
+same format; when they differ, the ReplayBuffer keeps mu-law and each session converts
+(the rule and the converter: ``actors.convert``).  The provider leg is supervised
+(reconnect, replay, failover, stall watchdog: see ``actors.provider_leg``); the
+ReplayBuffer between it and the Resampler never waits on a session, so a provider
+outage never slows the Twilio side.
 
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
@@ -39,12 +42,14 @@ from functools import partial
 import attrs
 import trio
 
-from providers.base import MULAW_8K, SttProvider, finalize_timeout
+from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.errors import ProviderError
 from providers.twilio import TwilioProtocolError
 
 from .channels import CallChannels, open_call_channels
 from .config import CallConfig
+from .convert import replay_format
 from .messages import CallEnded, CallEvent, StreamStarted
 from .ports import Sink, TextSource
 from .provider_leg import ProviderLeg
@@ -100,7 +105,7 @@ _AFTER_READING = {
 
 async def run_call(
     source: TextSource,
-    provider: SttProvider,
+    providers: ProviderChain | SttProvider,
     sinks: Sequence[Sink],
     *,
     config: CallConfig | None = None,
@@ -110,13 +115,14 @@ async def run_call(
 ) -> CallOutcome:
     """Run one Twilio stream to its end and return how it ended.
 
-    ``provider`` is the primary; ``config.fallbacks`` the providers to fail over to.
+    ``providers``: the call's ``ProviderChain`` (the primary, then the providers to fail
+    over to, in order); a provider alone is the chain of it.
     ``reader_scope``: cancelling it stops reading from Twilio (server shutdown); the
     call then drains like a hang-up and ends with reason ``shutdown``.  Malformed
     Twilio input ends this call (reason ``error``) and nothing else; a provider failure
     never ends it.  ``rng`` jitters the reconnect backoff (tests pass a seeded one).
     """
-    call = _Call(provider, config or CallConfig(), rng)
+    call = _Call(ProviderChain.of(providers), config or CallConfig(), rng)
     channels = open_call_channels()
     async with trio.open_nursery() as outer:
         outer.start_soon(TranscriptEmitter(sinks).run, channels.events_receive)
@@ -129,18 +135,16 @@ async def run_call(
 class _Call:
     """One call's parts, from spawning its actors to announcing its end."""
 
-    def __init__(self, provider: SttProvider, config: CallConfig, rng: random.Random | None) -> None:
+    def __init__(self, chain: ProviderChain, config: CallConfig, rng: random.Random | None) -> None:
         self.config = config
-        self.chain = [provider, *config.fallbacks]
-        # One format for the whole chain: convert once, in the Resampler.  Mixed formats:
-        # buffer the call's mu-law and let each session convert for its provider.
-        formats = {p.audio_format for p in self.chain}
-        self.audio_format = provider.audio_format if len(formats) == 1 else MULAW_8K
+        self.chain = chain
+        # Where the call's audio is converted (once in the Resampler, or per session).
+        self.audio_format = replay_format(chain)
         # A provider that may take longer to finalize (a local decoder) gets that long.
-        self.drain_timeout = max([config.drain_timeout, *filter(None, map(finalize_timeout, self.chain))])
+        self.drain_timeout = max(config.drain_timeout, chain.finalize_timeout() or 0.0)
         self.rng = rng
         self.stats = CallStats()
-        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms)
+        self.reader = TwilioReader(config, self.stats, batch_ms=chain.primary.chunk_ms)
         self.stream: StreamStarted | None = None
 
     async def spawn(self, source: TextSource, channels: CallChannels, reader_scope: trio.CancelScope,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import attrs
 
 from providers.twilio import TwilioLimits
@@ -18,10 +15,6 @@ def batch_ms_problem(batch_ms: int) -> str | None:
     if 20 <= batch_ms <= 1000 and not batch_ms % 20:
         return None
     return f"must be a multiple of 20 between 20 and 1000, not {batch_ms}"
-
-
-def _providers(value: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(value)
 
 
 @attrs.frozen
@@ -39,9 +32,9 @@ class CallConfig:
       that declares a longer ``finalize_timeout`` (``providers.base.SlowAnswers``) gets
       that; so do ``stall_timeout`` and ``send_timeout`` below with ``answer_timeout``.
 
-    Provider resilience (see ``actors.supervision``):
+    Provider resilience (see ``actors.supervision``; the providers failed over to are
+    the call's ``providers.chain.ProviderChain``):
 
-    * ``fallbacks``: providers to fail over to, in order, after the primary.
     * ``replay_ms``: call audio kept for replay, from the last committed transcript on
       (sent but uncommitted, plus not yet sent).  It bounds memory, the audio a provider
       outage can cost nothing, and the lag of a provider slower than real time.
@@ -70,7 +63,6 @@ class CallConfig:
     batch_ms: int = 100
     edge_buffer_ms: int = 10_000
     drain_timeout: float = 2.0
-    fallbacks: tuple[Any, ...] = attrs.field(default=(), converter=_providers, eq=False, repr=False)
     replay_ms: int = 30_000
     max_attempts: int = 5
     backoff_base: float = 0.1

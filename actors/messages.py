@@ -22,7 +22,7 @@ __all__ = [
 class AudioBatch:
     """A run of call audio.  ``start_ms``/``duration_ms`` are on the call's audio clock
     (0 = first media byte of the call); ``payload`` is mu-law 8 kHz before the
-    Resampler and the provider's format after it."""
+    Resampler and the ReplayBuffer's format after it (``actors.convert.replay_format``)."""
 
     start_ms: int
     duration_ms: int

@@ -15,15 +15,15 @@ transcript, on the call's clock.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import trio
 
 from providers.base import SttProvider, answer_timeout, finalize_timeout
+from providers.chain import ProviderChain
 from providers.errors import ProviderError
 
 from .config import CallConfig
-from .convert import FormatConverter
+from .convert import session_converter
 from .messages import CallEvent, ProviderNotice
 from .replay import ReplayBuffer, SessionClock
 from .session_link import ReplayLink
@@ -43,25 +43,21 @@ class ProviderLeg:
     Produces: transcripts and ``provider_error`` / ``provider_reconnected`` /
     ``provider_failover`` notices on ``events_send``; closes it when done.
     Never raises a ``ProviderError``: a provider failure never ends the call, and never
-    slows Twilio down.  ``providers`` is the chain ``[primary, *fallbacks]``.
+    slows Twilio down.  ``chain``: the call's providers, failed over along in order.
     """
 
     def __init__(
         self,
-        providers: Sequence[SttProvider] | SttProvider,
+        chain: ProviderChain,
         stats: CallStats,
         call_label: str = "",
         *,
         config: CallConfig | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not isinstance(providers, Sequence):
-            providers = [providers]
-        if not providers:
-            raise ValueError("a provider leg needs at least one provider")
         self._stats = stats
         self._config = config or CallConfig()
-        self._supervisor = Supervisor(providers, stats, call_label, self._config, rng)
+        self._supervisor = Supervisor(chain, stats, call_label, self._config, rng)
 
     async def run(self, replay: ReplayBuffer, events_send: trio.MemorySendChannel[CallEvent]) -> None:
         async with events_send:
@@ -85,9 +81,8 @@ class ProviderLeg:
         try:
             async with provider.open_session() as session:
                 offset = await self._rewind(provider, replay, events_send, failed_before)
-                converter = (None if replay.audio_format == provider.audio_format
-                             else FormatConverter(replay.audio_format, provider.audio_format))
-                link = ReplayLink(session, provider.name, replay, monitor, SessionClock(offset), converter)
+                link = ReplayLink(session, provider.name, replay, monitor, SessionClock(offset),
+                                  session_converter(replay.audio_format, provider.audio_format))
                 sender = SttSender(provider.keepalive_interval, send_timeout=send_timeout)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sender.run, link)

@@ -1,4 +1,7 @@
-"""Resampler: call audio (mu-law 8 kHz) into the provider's format."""
+"""Resampler: the call's audio (mu-law 8 kHz) into the format its ReplayBuffer holds.
+
+Whether that is a conversion or a pass-through is ``actors.convert.replay_format``'s
+rule for the call's provider chain; the converting is ``CallAudioConverter``'s."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import trio
 
 from providers.base import MULAW_8K, AudioFormat
 
-from .dsp import StreamResampler, mulaw_to_pcm16
+from .convert import CallAudioConverter
 from .messages import AudioBatch
 
 __all__ = ["Resampler"]
@@ -28,14 +31,15 @@ class AudioOutput(Protocol):
 
 
 class Resampler:
-    """Consumes mu-law ``AudioBatch``es; produces batches in ``target`` format.
-    Closes ``audio_send`` when ``mulaw_receive`` ends.
+    """Consumes mu-law ``AudioBatch``es; produces batches in ``target`` format (the
+    call's ``replay_format``).  Closes ``audio_send`` when ``mulaw_receive`` ends.
 
-    When the provider takes 8 kHz mu-law (every cloud vendor does) this is a
-    pass-through: the same batch object moves on, no decode, no copy.  Otherwise
-    mu-law is decoded with a lookup table and resampled by one streaming soxr
-    resampler whose state lives for the whole call (never cleared mid-call).
-    Each output batch keeps the call-clock span of the input it came from.
+    When ``target`` is 8 kHz mu-law (a chain of cloud vendors, or a chain of mixed
+    formats whose sessions convert) this is a pass-through: the same batch object moves
+    on, no decode, no copy.  Otherwise one ``CallAudioConverter`` converts the call's
+    audio, its state alive for the whole call.  Each output batch keeps the call-clock
+    span of the input it came from (soxr may hold a few ms back: an empty output's span
+    is carried into the next batch's).
     """
 
     def __init__(self, target: AudioFormat) -> None:
@@ -48,29 +52,35 @@ class Resampler:
     ) -> None:
         async with mulaw_receive, audio_send:
             if self.target == MULAW_8K:
-                # The receive is this loop's checkpoint; the send waits only when the
-                # channel is full (backpressure), so a batch costs one task switch here.
-                async for batch in mulaw_receive:
-                    try:
-                        audio_send.send_nowait(batch)
-                    except trio.WouldBlock:
-                        await audio_send.send(batch)
-                return
-            if self.target.encoding != "pcm16":
-                raise ValueError(f"cannot convert call audio to {self.target}")
-            resampler = StreamResampler(8000, self.target.sample_rate)
-            # Span of input whose output has not been sent yet (soxr may hold a few ms).
-            span_start: int | None = None
-            span_end = 0
-            async for batch in mulaw_receive:
-                if span_start is None:
-                    span_start = batch.start_ms
-                span_end = batch.end_ms
-                pcm = resampler.process(mulaw_to_pcm16(batch.payload))
-                if pcm:
-                    await audio_send.send(AudioBatch(span_start, span_end - span_start, pcm))
-                    span_start = None
-            tail = resampler.flush()
-            if tail or span_start is not None:
-                start = span_end if span_start is None else span_start
-                await audio_send.send(AudioBatch(start, span_end - start, tail))
+                await _pass_through(mulaw_receive, audio_send)
+            else:
+                await _convert(CallAudioConverter(self.target), mulaw_receive, audio_send)
+
+
+async def _pass_through(mulaw_receive: trio.MemoryReceiveChannel[AudioBatch], audio_send: AudioOutput) -> None:
+    # The receive is this loop's checkpoint; the send waits only when the channel is
+    # full (backpressure), so a batch costs one task switch here.
+    async for batch in mulaw_receive:
+        try:
+            audio_send.send_nowait(batch)
+        except trio.WouldBlock:
+            await audio_send.send(batch)
+
+
+async def _convert(converter: CallAudioConverter, mulaw_receive: trio.MemoryReceiveChannel[AudioBatch],
+                   audio_send: AudioOutput) -> None:
+    # Span of input whose output has not been sent yet (soxr may hold a few ms).
+    span_start: int | None = None
+    span_end = 0
+    async for batch in mulaw_receive:
+        if span_start is None:
+            span_start = batch.start_ms
+        span_end = batch.end_ms
+        converted = converter.convert(batch.payload)
+        if converted:
+            await audio_send.send(AudioBatch(span_start, span_end - span_start, converted))
+            span_start = None
+    tail = converter.flush()
+    if tail or span_start is not None:
+        start = span_end if span_start is None else span_start
+        await audio_send.send(AudioBatch(start, span_end - start, tail))

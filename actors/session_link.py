@@ -8,7 +8,7 @@ call, and what it does to the call, is this one collaborator's named methods::
                         ─▶ link.place (call clock, commit mark) ─▶ events channel ─▶ TranscriptEmitter
 
 ``ReplayLink`` is a supervised session's (the ReplayBuffer, the stall watchdog, the
-session clock, a format converter for a mixed chain); ``DirectLink`` is a lone
+session clock, and a converter when the chain mixes formats: ``actors.convert``); ``DirectLink`` is a lone
 session's, fed from a channel (tests, benchmarks, tools).
 """
 
@@ -21,7 +21,7 @@ import trio
 from providers.base import SttSession
 from providers.events import FinalTranscript, PartialTranscript, ProviderClosed, ProviderEvent, ProviderFailed
 
-from .convert import FormatConverter
+from .convert import CallAudioConverter
 from .messages import AudioBatch
 from .replay import ReplayBuffer, SessionClock
 from .speech import is_speech
@@ -111,11 +111,11 @@ class ReplayLink(_Placing):
     recorded on the session ``clock`` and in the stall ``monitor`` before it is sent
     (the vendor may answer it before the send returns) and marked sent in the buffer
     once taken; converted first when the session takes another format than the buffer
-    holds (``converter``).  Every event but the end of the connection tells the monitor
+    holds (``converter``, from ``actors.convert.session_converter``).  Every event but the end of the connection tells the monitor
     the session answered; a kept commit frees replay audio."""
 
     def __init__(self, session: SttSession, provider: str, replay: ReplayBuffer, monitor: SessionMonitor,
-                 clock: SessionClock, converter: FormatConverter | None = None) -> None:
+                 clock: SessionClock, converter: CallAudioConverter | None = None) -> None:
         self.provider = provider
         self._session = session
         self._replay = replay

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.errors import ProviderError
 
 from .backoff import Backoff
@@ -47,14 +48,14 @@ SessionRun = Callable[[SttProvider, int], Awaitable[tuple[ProviderError | None, 
 
 
 class Supervisor:
-    """Runs sessions of ``chain`` (``[primary, *fallbacks]``) one at a time until one
+    """Runs sessions of ``chain``'s providers (primary first) one at a time until one
     finalizes or none is left, reporting ``provider_error`` / ``provider_failover``
     notices on ``events_send``.  Between attempts it waits on ``replay`` (the caller
     hanging up shortens the wait); with no provider left it discards the call's audio."""
 
-    def __init__(self, chain: Sequence[SttProvider], stats: CallStats, label: str, config: CallConfig,
+    def __init__(self, chain: ProviderChain, stats: CallStats, label: str, config: CallConfig,
                  rng: random.Random | None = None) -> None:
-        self._chain = list(chain)
+        self._chain = chain
         self._stats = stats
         self._label = label
         self._config = config

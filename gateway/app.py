@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from actors.ports import Sink
 from providers.base import SttProvider
+from providers.chain import ProviderChain
 
 from .access import ReadAccess
 from .calls import CallRegistry
@@ -47,13 +48,16 @@ MAX_WEBHOOK_BODY = 64 * 1024
 
 
 class Gateway:
-    """One gateway process: settings, the configured provider, sinks, live calls.
-    ``gateway`` itself is the ASGI callable Hypercorn serves."""
+    """One gateway process: settings, the configured providers, sinks, live calls.
+    ``gateway`` itself is the ASGI callable Hypercorn serves.
 
-    def __init__(self, settings: Settings, provider: SttProvider, sinks: Sequence[Sink], *,
-                 twilio_auth_token: str | None = None, fallbacks: Sequence[SttProvider] = ()) -> None:
+    ``providers``: every call's ``ProviderChain`` (``--provider``, then each
+    ``--fallback`` failed over to in order); a provider alone is the chain of it."""
+
+    def __init__(self, settings: Settings, providers: ProviderChain | SttProvider, sinks: Sequence[Sink], *,
+                 twilio_auth_token: str | None = None) -> None:
         self.settings = settings
-        self.provider = provider
+        self.chain = ProviderChain.of(providers)
         self.sinks = list(sinks)
         # --- live read routes: every call's events also feed the SSE hub (gateway/live.py)
         self.live = LiveHub()
@@ -71,17 +75,17 @@ class Gateway:
         token = twilio_auth_token or settings.twilio_auth_token
         #: None: requests are not checked (no token configured)
         self.validator = TwilioSignatureValidator(token) if token else None
-        #: every call's runtime settings; --fallback providers are failed over to in order
-        self.call_config = settings.call_config(fallbacks=tuple(fallbacks))
+        #: every call's runtime settings
+        self.call_config = settings.call_config()
         self.status_callbacks = 0
         self.refused_requests = 0
         self.stream_endpoint = TwilioStreamEndpoint(
-            provider, self.sinks, self.registry, self.call_config,
+            self.chain, self.sinks, self.registry, self.call_config,
             authorize=self._authorize_stream if self.validator is not None else None, metrics=self.metrics)
         self.http = self._build_http_app()
 
     def __repr__(self) -> str:
-        return (f"Gateway(provider={self.provider.name!r}, calls={len(self.registry.calls)}, "
+        return (f"Gateway(provider={self.chain.primary.name!r}, calls={len(self.registry.calls)}, "
                 f"signatures={'required' if self.validator else 'not checked'})")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

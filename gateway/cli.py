@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.errors import ProviderConfigError
 from providers.registry import available_providers, create_provider
 
@@ -71,23 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, SttProvider]:
-    """Validate everything a gateway needs before it starts (ConfigError on any problem)."""
-    settings, provider, _ = configure_chain(args, env)
-    return settings, provider
-
-
-def configure_chain(args: argparse.Namespace, env: Mapping[str, str]
-                    ) -> tuple[Settings, SttProvider, tuple[SttProvider, ...]]:
-    """``configure``, also returning the ``--fallback`` providers it created (in order)."""
+def configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, ProviderChain]:
+    """Validate everything a gateway needs before it starts (ConfigError on any problem);
+    returns the settings and the providers created: ``--provider``, then each
+    ``--fallback`` in order."""
     settings = Settings.from_sources(vars(args), env)
     for spec in settings.sinks:
         check_sink_spec(spec)
     try:
-        provider, *fallbacks = (create_provider(name, env) for name in settings.provider_chain)
+        chain = ProviderChain(*(create_provider(name, env) for name in settings.provider_chain))
     except ProviderConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return settings, provider, tuple(fallbacks)
+    return settings, chain
 
 
 class _JsonFormatter(logging.Formatter):
@@ -119,7 +114,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .sinks import open_sinks
     from .workers import WORKER_FD_ENV, run_workers
 
-    settings, provider, fallbacks = configure_chain(args, env)
+    settings, chain = configure(args, env)
     check_tls_files(settings.certfile, settings.keyfile)
     # A worker of --workers N listens on the socket its parent bound and passed on.
     listen_fd = int(env[WORKER_FD_ENV]) if env.get(WORKER_FD_ENV) else None
@@ -162,7 +157,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
             async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
                     trio.open_nursery() as nursery:
-                gateway = Gateway(settings, provider, [hub], fallbacks=fallbacks)
+                gateway = Gateway(settings, chain, [hub])
                 binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
                                                     hurry_trigger=signalled_again, grace=settings.drain_grace,
                                                     listen_fd=listen_fd))
@@ -175,7 +170,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # error paths' cycles (bench/RESULTS.md, "Why the fast paths exist").
                 gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
-                         provider.name, ",".join(hub.names),
+                         chain.primary.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
                          gateway.read_access.describe())
 
@@ -215,11 +210,11 @@ def _cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         # Faster than real time, the recognizer is still decoding most of the call when
         # it ends: give it the time it needs rather than cutting the transcript short.
         args.drain_timeout = "60"
-    settings, provider = configure(args, env)
+    settings, chain = configure(args, env)
     # The demo's gateway is loopback-only and fed by our own simulator, never by Twilio.
     settings = attrs.evolve(settings, twilio_auth_token=None)
     _setup_logging(logging.WARNING)
-    trio.run(run_demo, settings, provider, wav, args.fast)
+    trio.run(run_demo, settings, chain, wav, args.fast)
     return 0
 
 

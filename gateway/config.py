@@ -276,9 +276,8 @@ class Settings:
             raise ConfigError("--certfile and --keyfile go together: give both (PEM certificate chain and key)")
         return cls(**values)
 
-    def call_config(self, fallbacks: tuple[Any, ...] = ()) -> CallConfig:
-        """How each call runs: every setting declared with ``call=`` (``fallbacks``: the
-        providers failed over to, in order)."""
+    def call_config(self) -> CallConfig:
+        """How each call runs: every setting declared with ``call=``."""
         nested: dict[str, Any] = {}
         for field, option in options():
             if option.call:
@@ -287,7 +286,7 @@ class Settings:
                 for parent in parents:
                     target = target.setdefault(parent, {})
                 target[leaf] = getattr(self, field.name)
-        return attrs.evolve(_CALL_CONVERTER.structure(nested, CallConfig), fallbacks=fallbacks)
+        return _CALL_CONVERTER.structure(nested, CallConfig)
 
 
 _CALL_CONVERTER = cattrs.Converter()

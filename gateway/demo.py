@@ -7,7 +7,7 @@ from pathlib import Path
 import trio
 
 from actors.dsp import wav_to_mulaw_8k
-from providers.base import SttProvider
+from providers.chain import ProviderChain
 
 from .app import STREAM_PATH, Gateway
 from .calls import wait_idle
@@ -19,11 +19,11 @@ from .sinks import open_sinks
 __all__ = ["run_demo"]
 
 
-async def run_demo(settings: Settings, provider: SttProvider, wav: Path, fast: bool) -> None:
+async def run_demo(settings: Settings, chain: ProviderChain, wav: Path, fast: bool) -> None:
     mulaw = wav_to_mulaw_8k(wav)
     async with open_sinks(settings.sinks, flush_timeout=settings.sink_flush_timeout) as hub, \
             trio.open_nursery() as nursery:
-        gateway = Gateway(settings, provider, [hub])
+        gateway = Gateway(settings, chain, [hub])
         stop_serving = trio.Event()
         binds = await nursery.start(lambda task_status: serve_gateway(
             gateway, shutdown_trigger=stop_serving.wait, task_status=task_status))

@@ -15,7 +15,6 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from providers.base import finalize_timeout
 from providers.twilio import TwilioLimits
 
 from .app import STREAM_PATH, Gateway
@@ -115,8 +114,8 @@ async def serve_gateway(
                  len(gateway.registry.calls), grace)
         # Calls told to end get their final flush: at least the longest drain any
         # provider of the chain declares (an offline decoder's queue), plus a margin.
-        chain = (gateway.provider, *gateway.call_config.fallbacks)
-        settle = max([DRAIN_SETTLE, *(timeout + 5.0 for timeout in filter(None, map(finalize_timeout, chain)))])
+        slowest = gateway.chain.finalize_timeout()
+        settle = DRAIN_SETTLE if slowest is None else max(DRAIN_SETTLE, slowest + 5.0)
         await gateway.registry.drain(grace, hurry_trigger, settle=settle)
         gateway.live.close()  # live readers got every call_ended; end their streams
 

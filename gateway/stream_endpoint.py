@@ -13,13 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import attrs
 import trio
 
 from actors.call import run_call
 from actors.config import CallConfig
 from actors.ports import Sink, TextSource
-from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.twilio import TwilioProtocolError
 
 from .calls import CallRegistry
@@ -101,22 +100,21 @@ class TwilioStreamEndpoint:
     happen before any ``await``, so concurrent upgrades can never be admitted past
     ``max_calls``.
 
-    ``metrics``: admissions and refusals are counted here; calls run with each provider
-    of the chain counted as its sessions open, and with a ``CallObserver`` as their
-    first sink (``gateway.metrics``).
+    ``chain``: every call's providers.  ``metrics``: admissions and refusals are counted
+    here; calls run with each provider of the chain counted as its sessions open, and
+    with a ``CallObserver`` as their first sink (``gateway.metrics``).
     """
 
-    def __init__(self, provider: SttProvider, sinks: Sequence[Sink], registry: CallRegistry,
+    def __init__(self, chain: ProviderChain, sinks: Sequence[Sink], registry: CallRegistry,
                  config: CallConfig, authorize: Callable[[dict[str, Any]], str | None] | None = None,
                  *, metrics: GatewayMetrics) -> None:
-        self.provider = provider
+        self.chain = chain
         self.sinks = sinks
         self.registry = registry
         self.config = config
         self.authorize = authorize  # returns a refusal reason, or None when allowed
         self.metrics = metrics
-        self._counted_provider = metrics.counted(provider)
-        self._counted_config = attrs.evolve(config, fallbacks=tuple(metrics.counted(p) for p in config.fallbacks))
+        self._counted_chain = chain.map(metrics.counted)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """The ASGI entry (an upgrade Hypercorn parsed; see ``gateway.edge`` for ours)."""
@@ -135,7 +133,7 @@ class TwilioStreamEndpoint:
                 await upgrade.deny(403, FORBIDDEN)
                 return
         # No checkpoint between authorize and admit: admission is atomic under trio.
-        record = self.registry.admit(self.provider.name)
+        record = self.registry.admit(self.chain.primary.name)
         if record is None:
             self.metrics.call_refused(self.registry.refusal_reason())
             why = self.registry.why_not_ready()
@@ -150,7 +148,7 @@ class TwilioStreamEndpoint:
                 record.stream, record.stats = stream, stats
 
             sinks = [self.metrics.observe_call(lambda: record.stats), *self.sinks]
-            outcome = await run_call(source, self._counted_provider, sinks, config=self._counted_config,
+            outcome = await run_call(source, self._counted_chain, sinks, config=self.config,
                                      reader_scope=record.reader_scope, on_started=started)
             await upgrade.close(outcome.close_code, _close_reason(outcome.detail))
         finally:

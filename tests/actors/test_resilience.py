@@ -21,6 +21,7 @@ from actors.backoff import Backoff
 from actors.call import CallOutcome, run_call
 from actors.config import CallConfig
 from providers.base import AudioFormat
+from providers.chain import ProviderChain
 from providers.scripted import (
     Close,
     ErrorMessage,
@@ -148,7 +149,7 @@ async def test_401_with_a_fallback_fails_over_at_once_and_the_fallback_gets_ever
     primary = ScriptedProvider(name="primary", faults={0: [RefuseHandshake(401)]})
     fallback = ScriptedProvider(name="fallback")
     audio = tone(3000)
-    _, sink = await call(primary, audio, config=CallConfig(backoff_jitter=0, fallbacks=[fallback]))
+    _, sink = await call(ProviderChain(primary, fallback), audio, config=CallConfig(backoff_jitter=0))
     assert primary.attempts == [0] and fallback.attempts == [0]  # no backoff before a failover
     assert bytes(fallback.sessions[0].received) == audio
     assert notices(sink) == [("provider_error", "primary"), ("provider_failover", "fallback"),
@@ -466,7 +467,7 @@ async def test_primary_down_fails_over_after_its_attempts_with_exactly_the_unack
                                                        **{a: [RefuseHandshake(503)] for a in range(1, 10)}})
     fallback = ScriptedProvider(name="fallback")
     audio = tone(6000)
-    _, sink = await call(primary, audio, config=CallConfig(backoff_jitter=0, fallbacks=[fallback]))
+    _, sink = await call(ProviderChain(primary, fallback), audio, config=CallConfig(backoff_jitter=0))
     t = 2.48
     assert primary.attempts == [0] + [pytest.approx(t + d) for d in (0.1, 0.3, 0.7, 1.5)]
     assert fallback.attempts == [pytest.approx(t + 1.5)]  # straight after the 5th failure
@@ -484,7 +485,7 @@ async def test_primary_down_fails_over_after_its_attempts_with_exactly_the_unack
 async def test_failover_to_a_provider_of_another_format_converts_the_replay(autojump_clock):
     primary = ScriptedProvider(name="primary", faults={0: [Close(1011, after_ms=2500)], 1: [RefuseHandshake(401)]})
     fallback = ScriptedProvider(name="fallback", audio_format=AudioFormat("pcm16", 16000))
-    _, sink = await call(primary, tone(5000), config=CallConfig(backoff_jitter=0, fallbacks=[fallback]))
+    _, sink = await call(ProviderChain(primary, fallback), tone(5000), config=CallConfig(backoff_jitter=0))
     received = len(fallback.sessions[0].received)
     assert abs(received - 3000 * 32) <= 64  # 2.0-5.0 s at 16 kHz pcm16 (soxr delay flushed)
     assert spans(sink) == [(0, 2000), (2000, 4000), (4000, 5000)]
@@ -495,7 +496,7 @@ async def test_a_failing_fallback_hands_back_to_the_primary(autojump_clock):
     primary = ScriptedProvider(name="primary", faults={0: [ErrorMessage(False, after_ms=2500)],
                                                        **{a: [RefuseHandshake(503)] for a in range(1, 5)}})
     fallback = ScriptedProvider(name="fallback", faults={a: [RefuseHandshake(503)] for a in range(5)})
-    _, sink = await call(primary, tone(12_000), config=CallConfig(backoff_jitter=0, fallbacks=[fallback]))
+    _, sink = await call(ProviderChain(primary, fallback), tone(12_000), config=CallConfig(backoff_jitter=0))
     failovers = [(e["from"], e["to"]) for e in of_type(sink, "provider_failover")]
     assert failovers == [("primary", "fallback"), ("fallback", "primary")]
     assert len(primary.sessions) == 2 and fallback.sessions == []

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 from actors.call import CallOutcome, run_call
 from actors.config import CallConfig
+from providers.chain import ProviderChain
 from providers.scripted.faults import Close, ErrorMessage, Garbage, RefuseHandshake, SlowConsumer, Stall
 from tests.fakes.faults import FakeWireServer, WireProvider
 from tests.fakes.ws_server import serve_fake
@@ -47,8 +47,7 @@ async def wire_call(audio: bytes, *servers: FakeWireServer, config: CallConfig =
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(twilio)
-                outcome = await run_call(receive, providers[0], [sink],
-                                         config=attrs.evolve(config, fallbacks=providers[1:]))
+                outcome = await run_call(receive, ProviderChain(*providers), [sink], config=config)
     return outcome, sink
 
 

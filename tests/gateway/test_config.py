@@ -11,7 +11,6 @@ import pytest
 from actors.config import CallConfig
 from gateway.cli import build_parser, main
 from gateway.config import ConfigError, Option, Settings, options
-from providers.scripted import ScriptedProvider
 from providers.twilio import TwilioLimits
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,11 +71,9 @@ def test_the_default_call_configuration_is_the_call_runtimes_own():
     assert Settings().call_config().twilio_limits == TwilioLimits()
 
 
-def test_settings_and_both_provider_kinds_reach_each_call():
-    primary, fallback = ScriptedProvider(), ScriptedProvider()
-    config = Settings(batch_ms=200, drain_timeout=7.0, max_message_bytes=4096).call_config(fallbacks=(fallback,))
+def test_settings_reach_each_call():
+    config = Settings(batch_ms=200, drain_timeout=7.0, max_message_bytes=4096).call_config()
     assert (config.batch_ms, config.drain_timeout, config.twilio_limits.max_message_chars) == (200, 7.0, 4096)
-    assert config.fallbacks == (fallback,) and config.fallbacks[0] is not primary
 
 
 def test_the_provider_chain_is_the_primary_then_the_fallbacks():

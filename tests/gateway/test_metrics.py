@@ -22,6 +22,8 @@ from gateway.config import Settings
 from gateway.metrics import GatewayMetrics, read_refusal
 from gateway.serve import serve_gateway
 from gateway.simulator import simulate_call
+from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.scripted import Close, RefuseHandshake, ScriptedProvider
 from tests.conftest import RunningGateway
 from tests.helpers import ListSink, call_ids, open_stream_socket, tone, twilio_script
@@ -48,9 +50,10 @@ def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], floa
 
 
 @asynccontextmanager
-async def serving(provider, sinks: Sequence, fallbacks: Sequence = (), **settings) -> AsyncIterator[RunningGateway]:
+async def serving(providers: ProviderChain | SttProvider, sinks: Sequence, **settings) -> AsyncIterator[RunningGateway]:
     settings.setdefault("max_busy", None)
-    gateway = Gateway(Settings(port=0, provider=provider.name, **settings), provider, sinks, fallbacks=fallbacks)
+    chain = ProviderChain.of(providers)
+    gateway = Gateway(Settings(port=0, provider=chain.primary.name, **settings), chain, sinks)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=stop.wait, grace=5))
@@ -82,7 +85,7 @@ async def test_metrics_after_scripted_calls_hold_what_their_events_say():
     fallback = ScriptedProvider(name="fallback", partial_ms=300, commit_ms=1000)
     sink = ListSink()
     with trio.fail_after(CALL_LIMIT):
-        async with serving(primary, [sink], fallbacks=[fallback], max_calls=1) as gw, httpx.AsyncClient() as http:
+        async with serving(ProviderChain(primary, fallback), [sink], max_calls=1) as gw, httpx.AsyncClient() as http:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(partial(simulate_call, gw.ws_url, tone(3000), call_sid=call_ids(1)[0]))
                 while not any(r.stats for r in gw.gateway.registry.calls.values()):

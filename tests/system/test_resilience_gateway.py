@@ -13,6 +13,8 @@ from gateway.app import Gateway
 from gateway.config import Settings
 from gateway.serve import serve_gateway
 from gateway.simulator import simulate_call
+from providers.base import SttProvider
+from providers.chain import ProviderChain
 from providers.scripted import Close, RefuseHandshake, ScriptedProvider
 from tests.conftest import RunningGateway, running_gateway
 from tests.helpers import ListSink, call_ids, task_count, tone
@@ -21,12 +23,13 @@ CALL_LIMIT = 30  # seconds: a bound on each test, never an assertion on speed
 
 
 @asynccontextmanager
-async def serving(provider, sinks: Sequence, fallbacks: Sequence = (), grace: float = 5.0,
+async def serving(providers: ProviderChain | SttProvider, sinks: Sequence, grace: float = 5.0,
                   **settings) -> AsyncIterator[tuple[RunningGateway, trio.Event]]:
-    """Like ``conftest.running_gateway``, with fallback providers and the shutdown
+    """Like ``conftest.running_gateway``, with a provider chain and the shutdown
     trigger in the test's hands."""
     settings.setdefault("max_busy", None)  # load shedding has its own tests (test_overload.py)
-    gateway = Gateway(Settings(port=0, provider=provider.name, **settings), provider, sinks, fallbacks=fallbacks)
+    chain = ProviderChain.of(providers)
+    gateway = Gateway(Settings(port=0, provider=chain.primary.name, **settings), chain, sinks)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=stop.wait, grace=grace))
@@ -54,7 +57,7 @@ async def test_every_provider_down_keeps_the_twilio_socket_open_and_counts_all_a
     call_sid, stream_sid = call_ids(9)
     before = task_count()
     with trio.fail_after(CALL_LIMIT):
-        async with serving(always_503, [sink], fallbacks=[always_401]) as (gw, _):
+        async with serving(ProviderChain(always_503, always_401), [sink]) as (gw, _):
             result = await simulate_call(gw.ws_url, tone(3000), call_sid=call_sid, stream_sid=stream_sid)
             await gw.idle()
     assert task_count() == before
@@ -94,7 +97,7 @@ async def test_failover_through_the_gateway_gives_the_fallback_the_replayed_tail
     audio = tone(4000)
     sink = ListSink()
     with trio.fail_after(CALL_LIMIT):
-        async with serving(primary, [sink], fallbacks=[fallback]) as (gw, _):
+        async with serving(ProviderChain(primary, fallback), [sink]) as (gw, _):
             await simulate_call(gw.ws_url, audio, fast=True)
             await gw.idle()
     assert bytes(primary.sessions[0].received) == audio[:2500 * 8]
@@ -148,12 +151,12 @@ async def test_server_shutdown_drains_a_live_call_which_ends_with_shutdown_and_n
 
 
 def test_the_fallback_flag_builds_the_chain_the_gateway_runs_calls_with():
-    from gateway.cli import build_parser, configure_chain
+    from gateway.cli import build_parser, configure
 
     args = build_parser().parse_args(["serve", "--provider", "scripted", "--fallback", "scripted, scripted"])
-    settings, provider, fallbacks = configure_chain(args, {})
-    assert settings.fallback == ("scripted", "scripted") and len(fallbacks) == 2
-    assert all(f.name == "scripted" and f is not provider for f in fallbacks)
-    gateway = Gateway(settings, provider, [], fallbacks=fallbacks)
-    assert gateway.call_config.fallbacks == fallbacks
-    assert gateway.stream_endpoint.config.fallbacks == fallbacks
+    settings, chain = configure(args, {})
+    assert settings.fallback == ("scripted", "scripted") and len(chain) == 3
+    assert [p.name for p in chain] == ["scripted"] * 3 and len({id(p) for p in chain}) == 3
+    assert chain.fallbacks == tuple(chain)[1:]
+    gateway = Gateway(settings, chain, [])
+    assert gateway.chain is chain and gateway.stream_endpoint.chain is chain

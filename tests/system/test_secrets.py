@@ -77,12 +77,12 @@ async def test_no_secret_in_any_output_of_a_gateway_whose_provider_refuses_the_k
                    f"{name.upper()}_BASE_URL": f"ws://127.0.0.1:{vendor_port}"}
             args = build_parser().parse_args(["serve", "--provider", name, "--sink", f"jsonl:{jsonl}",
                                               "--drain-timeout", "1", "--media-idle-timeout", "5"])
-            settings, provider = configure(args, env)
+            settings, chain = configure(args, env)
             settings = attrs.evolve(settings, port=0)
             assert settings.twilio_auth_token == TWILIO_TOKEN
             sink = JsonlSink(jsonl)
-            gateway = Gateway(settings, provider, [sink])
-            outputs["reprs"] = " ".join(repr(x) for x in (settings, provider, gateway, gateway.validator))
+            gateway = Gateway(settings, chain, [sink])
+            outputs["reprs"] = " ".join(repr(x) for x in (settings, chain.primary, chain, gateway, gateway.validator))
             stop_serving = trio.Event()
             binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=stop_serving.wait,
                                                 grace=5))

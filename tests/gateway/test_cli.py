@@ -124,3 +124,16 @@ def test_demo_prints_the_call_as_a_live_one_looks():
     assert lines[-1].startswith("[CA") and lines[-1].endswith("] Twilio stream stopped")
     assert any(line.startswith("PARTIAL: audio 0 to") for line in lines)
     assert "COMMITTED: audio 0 to 2000" in lines
+
+
+def test_a_reader_that_is_gone_gets_no_traceback():
+    """``earpiece providers | head -1`` where head has already gone: no BrokenPipeError trace."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte is written
+    try:
+        proc = subprocess.run([*EARPIECE, "providers"], stdout=write_end, stderr=subprocess.PIPE,
+                              timeout=60, env=ENV)
+    finally:
+        os.close(write_end)
+    assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, proc.stderr.decode()
+    assert proc.returncode == 141

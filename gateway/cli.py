@@ -111,7 +111,7 @@ def _setup_logging(level: int, log_format: str = "text", worker: bool = False) -
 def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .app import Gateway
     from .serve import check_port_free, check_tls_files, serve_gateway
-    from .sinks import open_sinks
+    from .sinks import check_sinks, open_sinks
     from .workers import WORKER_FD_ENV, run_workers
 
     settings, chain = configure(args, env)
@@ -126,6 +126,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         settings = attrs.evolve(settings, metrics_port=None)  # the parent serves it, for every worker
     _setup_logging(logging.INFO, settings.log_format, worker=listen_fd is not None)
     if settings.workers > 1:
+        trio.run(check_sinks, settings.sinks, env)  # only workers open sinks: a bad one stops here
         return run_workers(settings, getattr(args, "argv", ["serve"]), env)
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "

@@ -21,7 +21,7 @@ from .jsonl import JsonlSink
 from .runtime import SinkHub, SinkStatistics, open_sink_hub
 from .stdout import StdoutSink, format_line
 
-__all__ = ["SinkSpec", "SinkSpecError", "SinkDeliveryError", "SinkWriter", "SinkHub", "SinkStatistics",
+__all__ = ["SinkSpec", "check_sinks", "SinkSpecError", "SinkDeliveryError", "SinkWriter", "SinkHub", "SinkStatistics",
            "SINK_KINDS", "ENTRY_POINT_GROUP", "KNOWN_SINKS", "parse_sink_spec", "check_sink_spec", "sink_kinds",
            "split_sink_list", "create_writer", "open_sink_hub", "open_sinks", "StdoutSink", "JsonlSink",
            "format_line"]
@@ -71,6 +71,15 @@ def check_sink_spec(raw: str) -> SinkSpec:
     spec = parse_sink_spec(raw)
     _factory(spec.kind, spec.shown)
     return spec
+
+
+async def check_sinks(specs: Sequence[str], env: Mapping[str, str]) -> None:
+    """Open each sink and close it again: ``SinkSpecError`` for the first that cannot be
+    opened.  The parent of ``--workers N`` runs this before it starts a worker, so a bad
+    path is one clear error and exit 2, not workers that die and are restarted."""
+    for raw in specs:
+        _, writer = create_writer(raw, env)
+        await writer.aclose()
 
 
 def create_writer(raw: str, env: Mapping[str, str]) -> tuple[SinkSpec, SinkWriter]:

@@ -341,3 +341,16 @@ async def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(tmp_p
         await process.stderr.aclose()
     assert [float(m.group(1)) for m in pauses] == [0.5, 1.0, 2.0]
     assert status == 0
+
+
+def test_a_sink_that_cannot_be_opened_stops_the_parent_with_exit_2(tmp_path):
+    """Only workers open sinks; the parent checks them first, so a bad jsonl path is one
+    clear error and exit 2 instead of workers that die and are restarted in a loop."""
+    missing = tmp_path / "no-such-dir" / "events.jsonl"
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", "0",
+               "--provider", "scripted", "--sink", f"jsonl:{missing}"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("EARPIECE_")})
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open jsonl sink" in proc.stderr and "does not exist" in proc.stderr
+    assert "worker" not in proc.stderr  # no worker was started

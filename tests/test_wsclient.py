@@ -1,6 +1,5 @@
-"""The provider socket's connection layer (``providers/wsclient.py``) and what it needs
-from trio-websocket, pinned: an upgrade of the library that changes any of it breaks
-one of these tests, not a call.
+"""The provider socket's connection layer (``providers/wsclient.py``,
+``providers/wsconnection.py``): connect, handshake, close, cut writes, TLS.
 
 Raw servers (trio TCP + wsproto) on 127.0.0.1 play the server side byte for byte, so
 that "the client closed its TCP stream" is something the server sees (end of file).
@@ -27,6 +26,7 @@ from providers.errors import ProviderAuthError, ProviderConnectionError
 from providers.events import ProviderClosed, ProviderEvent, SessionStarted
 from providers.websocket import WebSocketSession, open_websocket_session
 from providers.wsclient import WatchedStream, WebSocketTarget
+from providers.wsconnection import client_handshake
 from tests.fakes.assemblyai_server import AssemblyAIFake
 from tests.helpers import tone
 from tests.test_security_tls import certificate  # noqa: F401 - the self-signed certificate fixture
@@ -125,8 +125,8 @@ async def test_the_client_closes_its_tcp_stream_after_the_server_closed_first(au
 
 
 async def test_a_refused_handshake_is_typed_and_its_stream_closed(autojump_clock):
-    """The refusal comes out of the library's reader task as ``ConnectionRejected``
-    (status and body); the stream is ours to close, and is closed."""
+    """The refusal comes out typed (status and body); the stream is ours to close, and
+    is closed."""
 
     async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
         await _accept_request(stream, ws)
@@ -236,22 +236,22 @@ async def test_a_session_whose_write_was_cut_ends_without_another_frame(autojump
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accept)
-            ws = await trio_websocket.wrap_client_stream(nursery, watched, "127.0.0.1", "/")
-            session = WebSocketSession("fake", NullCodec(), ws, stream=watched)
+            ws = await client_handshake(watched, "127.0.0.1", "/", max_message_bytes=1 << 20)
+            session = WebSocketSession("fake", NullCodec(), ws)
             with trio.move_on_after(1):  # the peer is not reading: the write is cut
                 await session.send_audio(b"a")
             assert watched.intact is False
             start = trio.current_time()
             await session.end()  # on a lockstep stream any write would block until the timeout
-            assert trio.current_time() == start and ws.closed is None
+            assert trio.current_time() == start and ws.closed is None and ws.owes is False
             nursery.cancel_scope.cancel()
 
 
-# --- no reaching into trio-websocket --------------------------------------------------------
+# --- no reaching into libraries --------------------------------------------------------------
 
 
 def test_providers_use_only_public_attributes_of_other_objects():
-    """No ``obj._private`` outside ``self``, no traceback frame walking: what trio-websocket
+    """No ``obj._private`` outside ``self``, no traceback frame walking: what a library
     keeps private may change in any release."""
     found = []
     for path in sorted(pathlib.Path(__file__).resolve().parents[1].joinpath("providers").rglob("*.py")):

@@ -120,15 +120,21 @@ class WebSocketSession:
             if not messages and not ws.owes:  # the codec holds the audio back: still a checkpoint,
                 await trio.lowlevel.checkpoint()  # so that a replay loop lets the reply it waits for in
                 return
-            timeout = self._send_timeout
-            bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
             frame = ws.frame
             data = frame(messages[0]) if len(messages) == 1 else b"".join(frame(m) for m in messages)
             try:
-                waited = await ws.write(data, None if bounded else timeout)
-            except trio.TooSlowError:
-                raise ProviderStalledError(
-                    self.provider, f"provider did not take audio for {timeout:g} s") from None
+                rest = ws.write_nowait(data)
+                if rest is not None:  # the kernel's buffer is full: wait, bounded
+                    waited = True
+                    timeout = self._send_timeout
+                    bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
+                    try:
+                        await ws.send_rest(rest, None if bounded else timeout)
+                    except trio.TooSlowError:
+                        raise ProviderStalledError(
+                            self.provider, f"provider did not take audio for {timeout:g} s") from None
+                else:
+                    waited = False
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 if not ws.receiving:
                     self._take(ws.poll())  # the server's close may be waiting to be read

@@ -121,30 +121,37 @@ class ClientWebSocket:
 
     # ------------------------------------------------------------------ writing
 
-    async def write(self, data: bytes, timeout: float | None) -> bool:
-        """Write ``data`` (whole frames), after any control frame owed.  The caller holds
-        ``send_lock``.  A cancellation already due raises before a byte is written;
-        otherwise the bytes go to the kernel at once, and only what it cannot take now
-        is waited for, for at most ``timeout`` seconds (``trio.TooSlowError``; None:
-        the caller's deadline bounds it).  Returns whether it waited (a checkpoint then
-        happened).  Raises ``trio.BrokenResourceError`` / ``ClosedResourceError`` when
-        the stream is gone."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+    def write_nowait(self, data: bytes) -> memoryview | None:
+        """Write ``data`` (whole frames), after any control frame owed, as far as the
+        kernel takes it now; returns the rest, which must go out next with
+        ``send_rest`` (None: all written).  The caller holds ``send_lock``.  Raises
+        ``trio.BrokenResourceError`` when the connection is broken."""
         if self._owed:
             data, self._owed = self._owed + data, b""
         if not data:
-            return False
-        stream = self.stream
-        sent = stream.write_nowait(data)
-        if sent == len(data):
-            return False
-        rest = memoryview(data)[sent:]
+            return None
+        sent = self.stream.write_nowait(data)
+        return None if sent == len(data) else memoryview(data)[sent:]
+
+    async def send_rest(self, rest: memoryview, timeout: float | None) -> None:
+        """The rest of a ``write_nowait``, waiting for the kernel's buffer, for at most
+        ``timeout`` seconds (``trio.TooSlowError``; None: the caller's deadline bounds
+        it).  Cut by a cancellation or the timeout, the stream is no longer
+        ``intact`` if any of the frames had gone out."""
+        continuing = len(rest) < len(rest.obj)  # type: ignore[arg-type]
         if timeout is None:
-            await stream.send_all(rest, continuing=sent > 0)
+            await self.stream.send_all(rest, continuing=continuing)
         else:
             with trio.fail_after(timeout):
-                await stream.send_all(rest, continuing=sent > 0)
-        return True
+                await self.stream.send_all(rest, continuing=continuing)
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        """``write_nowait`` then ``send_rest`` (what a cancellation already due stops
+        before a byte is written)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        rest = self.write_nowait(data)
+        if rest is not None:
+            await self.send_rest(rest, timeout)
 
     @staticmethod
     def frame(message: str | bytes) -> bytes:

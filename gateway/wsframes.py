@@ -380,6 +380,14 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 _keys, _key_at = b"", 0
 
 
+def _fresh_keys() -> None:
+    global _keys, _key_at
+    _keys, _key_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_fresh_keys)  # a forked worker must not reuse its parent's keys
+
+
 def client_close_frame(code: int, reason: str = "") -> bytes:
     """A masked close frame; 1005 (no code received) is answered with an empty one,
     ``reason`` cut to fit a control frame."""

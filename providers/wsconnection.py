@@ -41,7 +41,9 @@ from gateway.wsframes import (
     accept_key,
     client_close_frame,
     client_frame,
+    OP_BINARY,
     OP_PONG,
+    OP_TEXT,
 )
 
 if TYPE_CHECKING:
@@ -98,7 +100,7 @@ class HandshakeRejected(HandshakeError):
 class ClientWebSocket:
     """One open provider WebSocket over ``stream``.
 
-    ``send_lock`` serialises writers: hold it around ``write`` (the session's send side
+    ``send_lock`` serialises writers: hold it around the writes (the session's send side
     holds it across one batch's messages, so that a reply never lands between them).
     ``receive`` is for one task at a time; ``receiving`` says one is waiting in it.
     ``closed``: None while open, then why it closed.
@@ -136,8 +138,8 @@ class ClientWebSocket:
     async def send_rest(self, rest: memoryview, timeout: float | None) -> None:
         """The rest of a ``write_nowait``, waiting for the kernel's buffer, for at most
         ``timeout`` seconds (``trio.TooSlowError``; None: the caller's deadline bounds
-        it).  Cut by a cancellation or the timeout, the stream is no longer
-        ``intact`` if any of the frames had gone out."""
+        it).  Cut by a cancellation or the timeout once a byte may have gone out, the
+        stream is no longer ``intact``: the peer may hold part of a frame."""
         continuing = len(rest) < len(rest.obj)  # type: ignore[arg-type]
         if timeout is None:
             await self.stream.send_all(rest, continuing=continuing)
@@ -157,8 +159,8 @@ class ClientWebSocket:
     def frame(message: str | bytes) -> bytes:
         """A data message as one masked frame."""
         if isinstance(message, str):
-            return client_frame(0x1, message.encode())
-        return client_frame(0x2, message)
+            return client_frame(OP_TEXT, message.encode())
+        return client_frame(OP_BINARY, message)
 
     def close_frame(self, code: int) -> bytes:
         """Our close frame (once: b"" if one was sent or owed already)."""

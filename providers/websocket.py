@@ -92,6 +92,8 @@ class WebSocketSession:
         await self._flush()
 
     async def _flush(self, *, receiving: bool = False) -> None:
+        """Send what the codec has queued (``receiving``: called by ``receive`` right after
+        a read, which was this call's checkpoint when there is nothing to send)."""
         # Cheap on the path taken ten times a second per call: the lock is taken without
         # a trip through the scheduler when it is free (the receive side flushing a codec
         # reply is the only contender); every message of the batch goes out in one write
@@ -118,7 +120,8 @@ class WebSocketSession:
                 self._raise_closed()
                 return
             if not messages and not ws.owes:  # the codec holds the audio back: still a checkpoint,
-                await trio.lowlevel.checkpoint()  # so that a replay loop lets the reply it waits for in
+                if not receiving:  # so that a replay loop lets the reply it waits for in (a read was one)
+                    await trio.lowlevel.checkpoint()
                 return
             frame = ws.frame
             data = frame(messages[0]) if len(messages) == 1 else b"".join(frame(m) for m in messages)

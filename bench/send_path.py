@@ -1,15 +1,15 @@
 """CPU cost of the provider send path, in µs per 100 ms batch.
 
     .venv/bin/python bench/send_path.py [--transport memory|tcp|both] [--calls 1,100] [--batches 20000] [--repeat 7]
-    .venv/bin/python bench/send_path.py --transport tcp --calls 100 --floor   # beside the floor without trio-websocket
+    .venv/bin/python bench/send_path.py --transport tcp --calls 100 --floor   # beside the bare floor
 
 Drives the real path a call's audio takes to the provider, with nothing stubbed:
 ``SttSender.run`` (``send_timeout`` 5 s as in ``CallConfig``, keepalive off and on)
 reads ``AudioBatch``es of 800 bytes (100 ms of 8 kHz mu-law) from a memory channel
 through a ``DirectLink`` (a lone session: no replay buffer, no watchdog) and
 sends each through a ``WebSocketSession`` driving an ``ElevenLabsCodec`` (base64 +
-JSON), trio-websocket (wsproto framing, masking) and a stream; at the end it
-finalizes.  A second task waits in ``session.receive()`` as ``SttReceiver`` does.  The
+JSON), our client framing (``providers/wsconnection.py``: masking, one write per
+batch) and a stream; at the end it finalizes.  A second task waits in ``session.receive()`` as ``SttReceiver`` does.  The
 channel is filled before the clock starts, so the figure is the sender's side only.
 
 Transports:
@@ -47,7 +47,6 @@ from pathlib import Path
 
 import trio
 import trio.testing
-import trio_websocket
 import wsproto
 import wsproto.events
 
@@ -60,6 +59,8 @@ from actors.stats import CallStats  # noqa: E402
 from actors.stt_sender import SttSender  # noqa: E402
 from providers.elevenlabs import ElevenLabsCodec  # noqa: E402
 from providers.websocket import WebSocketSession, open_websocket_session  # noqa: E402
+from providers.wsclient import WatchedStream  # noqa: E402
+from providers.wsconnection import client_handshake  # noqa: E402
 
 BATCH = bytes((i * 37) & 0xFF for i in range(800))  # 100 ms of 8 kHz mu-law
 BATCH_MS = 100
@@ -96,7 +97,7 @@ async def memory_session() -> AsyncIterator[WebSocketSession]:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
-        ws = await trio_websocket.wrap_client_stream(nursery, client_stream, "127.0.0.1", RESOURCE)
+        ws = await client_handshake(WatchedStream(client_stream), "127.0.0.1", RESOURCE, max_message_bytes=1 << 22)
         yield WebSocketSession("elevenlabs", ElevenLabsCodec(), ws)
         nursery.cancel_scope.cancel()
 
@@ -178,7 +179,7 @@ async def one_run(open_session: Opener, calls: int, batches: int, keepalive: flo
 
 
 async def raw_run(port: int, calls: int, batches: int) -> float:
-    """The floor under the same work without trio-websocket: per batch a receive from a
+    """The floor under the same work without a session: per batch a receive from a
     memory channel (one checkpoint, as the sender's), the ElevenLabs codec, one masked
     client frame (random key, ``gateway.wsframes.unmask``'s XOR) and one ``send`` on
     the non-blocking socket (waiting only when the kernel buffer is full).  No lock, no
@@ -268,7 +269,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--floor", action="store_true",
                         help="also over tcp: the same batches with the codec, our own client framing and a "
-                             "plain socket send (no trio-websocket): what that layer costs")
+                             "plain socket send (no session, no lock): what the session layer costs")
     args = parser.parse_args()
 
     transports = ("memory", "tcp") if args.transport == "both" else (args.transport,)

@@ -1,4 +1,9 @@
-"""The server side of RFC 6455 for ``/twilio/stream``, sans-I/O: bytes in, messages out.
+"""RFC 6455 frames, sans-I/O: bytes in, messages out, for both ends of a connection.
+
+The server side reads ``/twilio/stream`` (``ServerFrameReader``: client frames, masked);
+the client side reads provider sockets (``ClientFrameReader``: server frames, never
+masked) and writes masked client frames (``client_frame``).  One parser serves both,
+told which side must mask; what follows is written from the server's side.
 
 Twilio sends one small masked text frame per 20 ms of audio.  A general WebSocket
 library turns each into several objects and events on its way to the application; this
@@ -29,6 +34,7 @@ from __future__ import annotations
 import base64
 import codecs
 import hashlib
+import os
 
 import attrs
 
@@ -37,7 +43,15 @@ __all__ = [
     "Ping",
     "Pong",
     "CloseReceived",
+    "FrameReader",
     "ServerFrameReader",
+    "ClientFrameReader",
+    "client_frame",
+    "client_close_frame",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PONG",
     "accept_key",
     "handshake_response",
     "http_response",
@@ -51,6 +65,7 @@ MAX_FRAGMENTS = 1024  # frames per message: empty continuations must not grow a 
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PONG = _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PONG
 # Close codes a peer may send (RFC 6455 §7.4, the IANA registry as wsproto knows it): 1004
 # is reserved, 1005/1006/1015 are for reports only, never the wire; 3000-4999 are free.
 _PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
@@ -111,15 +126,18 @@ def _repeat(n: int) -> tuple[int, int]:
     return value
 
 
-class ServerFrameReader:
-    """Client frames in (``receive_data``), complete messages out, in order.
+class FrameReader:
+    """Frames in (``receive_data``), complete messages out, in order.  ``masked``: the
+    peer's frames must be masked (a server reading a client) or must not be (a client
+    reading a server); the other kind is a 1002.
 
     ``buffered``: bytes held of a frame not yet complete.  ``last_frame_bytes``: the
     wire size of the last complete text frame (the I/O shell sizes its reads with it).
     """
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, *, masked: bool) -> None:
         self.max_message_bytes = max_message_bytes
+        self.masked = masked
         self.last_frame_bytes = 0
         self._buffer = bytearray()
         # the fragmented message being reassembled (None: none is)
@@ -149,29 +167,33 @@ class ServerFrameReader:
         buffer += data
         pos, end = 0, len(buffer)
         limit = self.max_message_bytes
+        masked = self.masked
+        key_bytes = 4 if masked else 0
         while end - pos >= 2:
             b0, b1 = buffer[pos], buffer[pos + 1]
             fast = b0 == 0x81 and self._parts is None  # one whole text frame: Twilio's every frame
             if not fast:
                 self._check_header(b0, b1)
             length = b1 & 0x7F
-            head = 6
+            head = 2 + key_bytes
             if length == 126:
                 if end - pos < 4:
                     break
-                length, head = (buffer[pos + 2] << 8) | buffer[pos + 3], 8
+                length, head = (buffer[pos + 2] << 8) | buffer[pos + 3], 4 + key_bytes
                 if length < 126:
                     raise WebSocketError("a 16-bit length where 7 bits would do", 1002)
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buffer[pos + 2:pos + 10], "big"), 14
+                length, head = int.from_bytes(buffer[pos + 2:pos + 10], "big"), 10 + key_bytes
                 if length < 1 << 16:
                     raise WebSocketError("a 64-bit length where 16 bits would do", 1002)
                 if length >> 63:
                     raise WebSocketError("a 64-bit length with its top bit set", 1002)
-            if not b1 & 0x80:
+            if not b1 & 0x80 and masked:
                 raise WebSocketError("a client frame must be masked", 1002)
+            if b1 & 0x80 and not masked:
+                raise WebSocketError("a server frame must not be masked", 1002)
             if fast:
                 if length > limit:
                     raise WebSocketError(f"a message over {limit} bytes (max_message_bytes)", 1009)
@@ -180,7 +202,10 @@ class ServerFrameReader:
             frame_end = pos + head + length
             if frame_end > end:
                 break
-            payload = unmask(buffer[pos + head:frame_end], buffer[pos + head - 4:pos + head])
+            if masked:
+                payload = unmask(buffer[pos + head:frame_end], buffer[pos + head - 4:pos + head])
+            else:
+                payload = bytes(buffer[pos + head:frame_end])
             if fast:
                 try:
                     out.append(payload.decode("utf-8"))
@@ -257,6 +282,20 @@ class ServerFrameReader:
         return b"".join(parts)  # type: ignore[arg-type]
 
 
+class ServerFrameReader(FrameReader):
+    """The server's reader: client frames, which must be masked."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        super().__init__(max_message_bytes, masked=True)
+
+
+class ClientFrameReader(FrameReader):
+    """The client's reader: server frames, which must not be masked."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        super().__init__(max_message_bytes, masked=False)
+
+
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -315,3 +354,44 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
 def pong_frame(payload: bytes) -> bytes:
     return _server_frame(_OP_PONG, payload)
+
+
+# ------------------------------------------------------------------ what a client sends
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One whole masked frame (RFC 6455 §5.3: every client frame is masked, with a fresh
+    key from a strong source: ``os.urandom``, taken 4 KiB at a time)."""
+    global _keys, _key_at
+    if _key_at >= len(_keys):
+        _keys, _key_at = os.urandom(4096), 0
+    key = _keys[_key_at:_key_at + 4]
+    _key_at += 4
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 1 << 16:
+        head = bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
+    return head + key + (unmask(payload, key) if n else b"")
+
+
+_keys, _key_at = b"", 0
+
+
+def _fresh_keys() -> None:
+    global _keys, _key_at
+    _keys, _key_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_fresh_keys)  # a forked worker must not reuse its parent's keys
+
+
+def client_close_frame(code: int, reason: str = "") -> bytes:
+    """A masked close frame; 1005 (no code received) is answered with an empty one,
+    ``reason`` cut to fit a control frame."""
+    if code == 1005:
+        return client_frame(_OP_CLOSE, b"")
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return client_frame(_OP_CLOSE, code.to_bytes(2, "big") + text)

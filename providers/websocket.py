@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
-import trio_websocket
 
 from .base import SttCodec
 from .errors import (
@@ -33,7 +32,8 @@ from .errors import (
     error_for_http_status,
 )
 from .events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed
-from .wsclient import WatchedStream, open_client_websocket
+from .wsclient import ConnectTimeout, open_client_websocket
+from .wsconnection import ClientWebSocket, CloseReason, ConnectionClosed, HandshakeError, HandshakeRejected
 
 __all__ = ["WebSocketSession", "open_websocket_session", "END_TIMEOUT"]
 
@@ -55,17 +55,17 @@ class WebSocketSession:
     ends sooner (SttSender's ``send_timeout``) is the one that reports the stall: the
     session then opens no cancel scope of its own.
 
-    ``stream``: the connection's ``WatchedStream``, when there is one, tells ``end``
-    whether a write was cut half way (then no frame can follow)."""
+    Each send is one checkpoint: the batch's messages go out as masked frames in one
+    write, waiting (and then bounded by ``send_timeout``) only while the kernel's
+    buffer is full.  ``receive`` reads the socket itself; when nobody is receiving, a
+    send reads what the socket holds first, so that it sees the server's close."""
 
-    def __init__(self, provider: str, codec: SttCodec, ws: trio_websocket.WebSocketConnection,
-                 send_timeout: float = SEND_TIMEOUT, *, stream: WatchedStream | None = None) -> None:
+    def __init__(self, provider: str, codec: SttCodec, ws: ClientWebSocket,
+                 send_timeout: float = SEND_TIMEOUT) -> None:
         self.provider = provider
         self.codec = codec
         self._ws = ws
-        self._stream = stream
         self._send_timeout = send_timeout
-        self._send_lock = trio.Lock()
         self._events: deque[ProviderEvent] = deque()
         self._closed: ProviderClosed | None = None
         self._close_error: ProviderError | None = None  # what a send after the close raises
@@ -91,46 +91,83 @@ class WebSocketSession:
         self.codec.keepalive()
         await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, receiving: bool = False) -> None:
+        """Send what the codec has queued (``receiving``: called by ``receive`` right after
+        a read, which was this call's checkpoint when there is nothing to send)."""
         # Cheap on the path taken ten times a second per call: the lock is taken without
         # a trip through the scheduler when it is free (the receive side flushing a codec
-        # reply is the only contender), and no cancel scope of our own is opened when the
-        # caller's deadline ends no later than ours would (SttSender bounds every session
-        # operation with its send_timeout: two deadlines would mean the same thing).
+        # reply is the only contender); every message of the batch goes out in one write
+        # that waits only when the kernel's buffer is full, and only then under a cancel
+        # scope of our own, and only when the caller's deadline ends later than ours
+        # would (SttSender bounds every session operation with its send_timeout: two
+        # deadlines would mean the same thing).  One checkpoint in all.
         await trio.lowlevel.checkpoint_if_cancelled()
-        lock = self._send_lock
+        ws = self._ws
+        lock = ws.send_lock
         try:
             lock.acquire_nowait()
         except trio.WouldBlock:
             await lock.acquire()
+        waited = True
         try:
+            if not (receiving or ws.receiving) and self._closed is None and ws.closed is None:
+                self._take(ws.poll())  # nobody reads the socket: a close must still be seen here
+            if self._closed is None and ws.closed is not None:
+                self._connection_closed(ws.closed)
             messages = self.codec.data_to_send()
-            if not messages:  # the codec holds the audio back: still a checkpoint, so that a
-                await trio.lowlevel.checkpoint()  # replay loop lets the reply it waits for in
+            if self._closed is not None:
+                await self._write_quietly(b"")  # a close reply owed, if any
+                self._raise_closed()
                 return
-            timeout = self._send_timeout
-            bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
-            for message in messages:
-                if self._closed is not None:
-                    self._raise_closed()
-                    return
-                try:
-                    if bounded:
-                        await self._ws.send_message(message)
-                    else:
-                        with trio.fail_after(timeout):
-                            await self._ws.send_message(message)
-                except trio.TooSlowError:
-                    raise ProviderStalledError(
-                        self.provider, f"provider did not take audio for {timeout:g} s") from None
-                except trio_websocket.ConnectionClosed as exc:
-                    self._connection_closed(exc.reason)
-                    self._raise_closed()
-                    return
-                self.messages_sent += 1
-                self.bytes_sent += len(message)
+            if not messages and not ws.owes:  # the codec holds the audio back: still a checkpoint,
+                if not receiving:  # so that a replay loop lets the reply it waits for in (a read was one)
+                    await trio.lowlevel.checkpoint()
+                return
+            frame = ws.frame
+            data = frame(messages[0]) if len(messages) == 1 else b"".join(frame(m) for m in messages)
+            try:
+                rest = ws.write_nowait(data)
+                if rest is not None:  # the kernel's buffer is full: wait, bounded
+                    waited = True
+                    timeout = self._send_timeout
+                    bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
+                    try:
+                        await ws.send_rest(rest, None if bounded else timeout)
+                    except trio.TooSlowError:
+                        raise ProviderStalledError(
+                            self.provider, f"provider did not take audio for {timeout:g} s") from None
+                else:
+                    waited = False
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if not ws.receiving:
+                    self._take(ws.poll())  # the server's close may be waiting to be read
+                self._connection_closed(ws.closed or CloseReason(1006, ""))
+                self._raise_closed()
+                return
+            self.messages_sent += len(messages)
+            self.bytes_sent += sum(map(len, messages))
         finally:
             lock.release()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _take(self, messages: list[str | bytes]) -> None:
+        """Messages read from the socket, through the codec, into the event queue."""
+        receive, events = self.codec.receive, self._events
+        for message in messages:
+            events.extend(receive(message))
+
+    async def _write_quietly(self, data: bytes) -> None:
+        """Best effort, the caller holding the send lock: ``data`` (and any control frame
+        owed) unless a write was cut half way; a broken stream or a peer that does not
+        read for ``send_timeout`` ends the attempt."""
+        ws = self._ws
+        if not ws.stream.intact or not (data or ws.owes):
+            return
+        try:
+            await ws.write(data, self._send_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
 
     def _raise_closed(self) -> None:
         """A send found the socket closed: raise what the codec made of the close (nothing
@@ -138,12 +175,11 @@ class WebSocketSession:
         if self._close_error is not None:
             raise self._close_error
 
-    def _connection_closed(self, reason: trio_websocket.CloseReason | None) -> None:
+    def _connection_closed(self, reason: CloseReason) -> None:
         """The socket is closed: ask the codec what that means, once, for both sides."""
         if self._closed is not None:
             return
-        code = (reason.code if reason else None) or 1006
-        text = (reason.reason if reason else None) or ""
+        code, text = reason.code, reason.reason
         events = self.codec.connection_closed(code, text)
         self._closed = next((e for e in events if isinstance(e, ProviderClosed)), ProviderClosed(code, text))
         self._events.extend(e for e in events if not isinstance(e, ProviderClosed))
@@ -153,29 +189,46 @@ class WebSocketSession:
         self._close_error = failure
 
     async def receive(self) -> ProviderEvent:
+        ws = self._ws
         while not self._events:
             if self._closed is not None:
                 return self._closed
-            with trio.CancelScope() as waiting:  # get_message is cancel-safe: nothing is lost
+            if ws.closed is not None:  # seen by a send's read
+                self._connection_closed(ws.closed)
+                continue
+            with trio.CancelScope() as waiting:  # ws.receive is cancel-safe: nothing is lost
                 self._waiting = waiting
                 try:
-                    message = await self._ws.get_message()
-                except trio_websocket.ConnectionClosed as exc:
+                    messages = await ws.receive()
+                except ConnectionClosed as exc:
                     self._connection_closed(exc.reason)
+                    await self._reply_to_close()
                     continue
                 finally:
                     self._waiting = None
             if waiting.cancelled_caught:
                 continue
-            self._events.extend(self.codec.receive(message))
-            await self._flush()  # a reply the codec owes (e.g. session.update after session.created)
+            self._take(messages)
+            if ws.closed is not None:  # the close came with these messages: they go first
+                self._connection_closed(ws.closed)
+                await self._reply_to_close()
+            else:
+                await self._flush(receiving=True)  # a reply the codec owes (e.g. session.update), a pong
         return self._events.popleft()
+
+    async def _reply_to_close(self) -> None:
+        """Our side of the close the server began (or of a violation it made)."""
+        ws = self._ws
+        if ws.owes:
+            async with ws.send_lock:
+                await self._write_quietly(b"")
 
     async def end(self) -> None:
         """End the session as its vendor expects, whatever cut it short: the codec's
         end-of-stream messages if ``finalize`` never ran (or never got them out), then a
-        close handshake with 1000.  The session's users must be gone (sender and
-        receiver returned or cancelled).  Unbounded: the caller bounds it.
+        close handshake with 1000 (our close frame, then the server's, what comes
+        between unread).  The session's users must be gone (sender and receiver
+        returned or cancelled).  Unbounded: the caller bounds it.
 
         Not sent: audio the codec still holds from a send cut short (its batch was not
         accepted, so the call counts it as dropped), and anything at all once a write
@@ -183,7 +236,7 @@ class WebSocketSession:
         ws = self._ws
         if ws.closed is not None or self._closed is not None:
             return
-        if self._stream is not None and not self._stream.intact:
+        if not ws.stream.intact:
             log.info("%s: a write was cut half way; closing the connection without a close frame", self.provider)
             return
         codec = self.codec
@@ -194,14 +247,19 @@ class WebSocketSession:
         end_stream = getattr(codec, "end_stream", None)  # a codec whose end waits on an answer
         if end_stream is not None:
             end_stream()
+        messages = codec.data_to_send()
         try:
-            for message in codec.data_to_send():
-                await ws.send_message(message)
-                self.messages_sent += 1
-                self.bytes_sent += len(message)
-        except trio_websocket.ConnectionClosed:
+            async with ws.send_lock:
+                await ws.write(b"".join(map(ws.frame, messages)) + ws.close_frame(1000), None)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
-        await ws.aclose(1000)
+        self.messages_sent += len(messages)
+        self.bytes_sent += sum(map(len, messages))
+        while True:  # the server's close frame (or end of file) ends the handshake
+            try:
+                await ws.receive()
+            except ConnectionClosed:
+                return
 
 
 @asynccontextmanager
@@ -222,17 +280,17 @@ async def open_websocket_session(
     encoded = [(k.encode(), v.encode()) for k, v in headers]
     async with AsyncExitStack() as stack:
         try:
-            client = await stack.enter_async_context(open_client_websocket(
+            ws = await stack.enter_async_context(open_client_websocket(
                 url, encoded, connect_timeout=connect_timeout, ssl_context=ssl_context,
-                max_message_size=MAX_MESSAGE_SIZE, message_queue_size=16))
-        except trio_websocket.ConnectionRejected as exc:
-            body = (exc.body or b"")[:200].decode("utf-8", "replace").strip()
+                max_message_size=MAX_MESSAGE_SIZE))
+        except HandshakeRejected as exc:
+            body = exc.body[:200].decode("utf-8", "replace").strip()
             raise error_for_http_status(provider, exc.status_code, body) from None
-        except trio_websocket.ConnectionTimeout:
+        except ConnectTimeout:
             raise ProviderConnectionError(provider, f"no answer within {connect_timeout:g} s") from None
-        except (trio_websocket.HandshakeError, OSError) as exc:
+        except (HandshakeError, OSError) as exc:
             raise ProviderConnectionError(provider, f"could not connect: {type(exc).__name__}: {exc}") from None
-        session = WebSocketSession(provider, codec, client.ws, send_timeout, stream=client.stream)
+        session = WebSocketSession(provider, codec, ws, send_timeout)
         try:
             yield session
         finally:

@@ -1,19 +1,16 @@
 """A client WebSocket whose TCP (or TLS) stream we open, watch and always close.
 
-trio-websocket's ``open_websocket_url`` owns its stream, and 0.12 leaves it open in
-two cases (the server closed first: the client "waits for the server's TCP close";
-a refused handshake: the error leaves its reader task with the stream still open),
-reachable then only through private attributes.  Here the stream is ours: opened with
-trio, handed to ``trio_websocket.wrap_client_stream`` (public API), closed by us on
-every path.  Owning it also tells us what the library cannot: whether a write was cut
-half way (``WatchedStream.intact``), after which no frame may follow on that socket.
-
-Nothing here reaches into trio-websocket's private state;
-``tests/providers/test_wsclient.py`` pins the library behaviour this relies on.
+The stream is ours: opened with trio, upgraded by ``providers.wsconnection`` (no task,
+no library state of its own), closed by us on every path.  Owning it also tells us
+whether a write was cut half way (``WatchedStream.intact``), after which no frame may
+follow on that socket, and lets a plain TCP stream be written and read without
+waiting (``write_nowait``, ``read_nowait``: one system call, no pass of trio's run
+loop), the way a batch of audio goes out.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,9 +18,10 @@ from urllib.parse import urlsplit
 
 import attrs
 import trio
-import trio_websocket
 
-__all__ = ["WatchedStream", "ClientWebSocket", "WebSocketTarget", "open_client_websocket"]
+from .wsconnection import ClientWebSocket, client_handshake
+
+__all__ = ["WatchedStream", "WebSocketTarget", "ConnectTimeout", "open_client_websocket"]
 
 
 class WatchedStream(trio.abc.Stream):
@@ -33,11 +31,45 @@ class WatchedStream(trio.abc.Stream):
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.intact = True
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    def write_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the kernel takes now of ``data``, without waiting; returns how many
+        bytes (0: none, or not a plain socket stream: then ``send_all`` does it all).
+        Raises ``trio.BrokenResourceError`` when the connection is broken."""
+        sock = self._socket
+        if sock is None:
+            return 0
+        fd = sock.fileno()  # asked each time: -1 once the stream is closed (the number may be reused)
+        if fd < 0:
+            return 0  # send_all raises ClosedResourceError
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"the connection broke: {exc}") from exc
+
+    def read_nowait(self, max_bytes: int) -> bytes | None:
+        """What the socket holds, without waiting: None when nothing (or not a plain
+        socket stream), b"" at end of file or on a broken connection."""
+        sock = self._socket
+        if sock is None or (fd := sock.fileno()) < 0:
+            return None
+        try:
+            return os.read(fd, max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview, *, continuing: bool = False) -> None:
+        """``continuing``: the rest of a write begun by ``write_nowait`` (a cancellation
+        then cuts it, wherever it comes)."""
         # A cancellation already due raises here, before a byte is written: not a cut.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if not continuing:
+            await trio.lowlevel.checkpoint_if_cancelled()
         try:
             await self._stream.send_all(data)
         except BaseException:
@@ -79,10 +111,8 @@ class WebSocketTarget:
         return cls(secure, host, port, host_header, resource)
 
 
-@attrs.frozen
-class ClientWebSocket:
-    ws: trio_websocket.WebSocketConnection
-    stream: WatchedStream
+class ConnectTimeout(Exception):
+    """No connection, or no handshake, within the connect timeout."""
 
 
 @asynccontextmanager
@@ -93,44 +123,29 @@ async def open_client_websocket(
     connect_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = 4 * 1024 * 1024,
-    message_queue_size: int = 16,
 ) -> AsyncIterator[ClientWebSocket]:
     """Connect and complete the opening handshake within ``connect_timeout`` seconds,
-    then yield the connection.  On exit the TCP stream is closed (abruptly if the
-    caller did not close the WebSocket first: closing it gracefully is the caller's
-    choice, see ``WebSocketSession.end``) and the library's reader task is stopped.
+    then yield the connection.  On exit the stream is closed (abruptly if the caller
+    did not close the WebSocket first: closing it gracefully is the caller's choice,
+    see ``WebSocketSession.end``).
 
-    Raises, on entry: ``trio_websocket.ConnectionRejected`` (the server answered the
-    upgrade with an HTTP status; ``status_code``, ``body``),
-    ``trio_websocket.ConnectionTimeout``, ``OSError`` (could not connect).  What the
-    body raises comes out unchanged, never wrapped in an exception group.
+    Raises, on entry: ``HandshakeRejected`` (the server answered the upgrade with an
+    HTTP status; ``status_code``, ``body``), ``HandshakeError``, ``ConnectTimeout``,
+    ``OSError`` (could not connect).  What the body raises comes out unchanged.
     """
     target = WebSocketTarget.from_url(url)
     deadline = trio.current_time() + connect_timeout
     stream = WatchedStream(await _connect(target, deadline, connect_timeout, ssl_context))
-    body_error: BaseException | None = None
     try:
-        try:
-            async with trio.open_nursery() as nursery:  # the library's reader task lives here
-                ws: trio_websocket.WebSocketConnection | None = None
-                with trio.move_on_at(deadline):
-                    ws = await trio_websocket.wrap_client_stream(
-                        nursery, stream, target.host_header, target.resource, extra_headers=list(headers),
-                        message_queue_size=message_queue_size, max_message_size=max_message_size)
-                if ws is None:
-                    raise trio_websocket.ConnectionTimeout(f"no WebSocket handshake within {connect_timeout:g} s")
-                try:
-                    yield ClientWebSocket(ws, stream)
-                except BaseException as exc:  # re-raised below, outside the nursery: never grouped
-                    body_error = exc
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise _sole(group) from None
+        ws: ClientWebSocket | None = None
+        with trio.move_on_at(deadline):
+            ws = await client_handshake(stream, target.host_header, target.resource, headers,
+                                        max_message_bytes=max_message_size)
+        if ws is None:
+            raise ConnectTimeout(f"no WebSocket handshake within {connect_timeout:g} s")
+        yield ws
     finally:
         await trio.aclose_forcefully(stream)
-    if body_error is not None:
-        raise body_error
 
 
 async def _connect(target: WebSocketTarget, deadline: float, connect_timeout: float,
@@ -146,21 +161,5 @@ async def _connect(target: WebSocketTarget, deadline: float, connect_timeout: fl
         else:
             raw = await trio.open_tcp_stream(target.host, target.port)
     if raw is None:
-        raise trio_websocket.ConnectionTimeout(f"no connection within {connect_timeout:g} s")
+        raise ConnectTimeout(f"no connection within {connect_timeout:g} s")
     return raw
-
-
-def _sole(group: BaseExceptionGroup) -> BaseException:
-    """The handshake's failure out of the nursery's group (the reader task's
-    ``ConnectionRejected``, or our timeout), preferring anything over ``Cancelled``."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])

@@ -64,6 +64,7 @@ class FakeSession:
     frames: list[int] = attrs.Factory(list)  # binary frame sizes, in order
     controls: list[str] = attrs.Factory(list)
     sent: list[dict] = attrs.Factory(list)
+    sent_before_terminate: int | None = None  # len(sent) when Terminate came
     index: int = 0  # 0 for the first connection, then 1, 2 ...
     close_code: int | None = None
     close_reason: str = ""
@@ -178,6 +179,8 @@ class AssemblyAIFake:
                 await self._close(ws, session, 3006, f"Invalid Message Type: {str(kind)[:40]}")
                 return
             session.controls.append(kind)
+            if kind == "Terminate":
+                session.sent_before_terminate = len(session.sent)
             if kind == "ForceEndpoint" and session.received_ms > session.turn_start_ms:
                 await self._end_turn(ws, session, session.received_ms)
             elif kind == "Terminate" and self.answer_end:

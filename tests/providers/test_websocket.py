@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 import wsproto
 import wsproto.events
 
@@ -20,6 +19,8 @@ from actors.stt_sender import SttSender
 from providers.errors import ProviderStalledError
 from providers.events import ProviderEvent
 from providers.websocket import WebSocketSession
+from providers.wsclient import WatchedStream
+from providers.wsconnection import client_handshake
 
 
 class EchoCodec:
@@ -83,7 +84,7 @@ async def open_session(codec: EchoCodec, send_timeout: float = 5.0) -> AsyncIter
     server = ReadingServer(server_stream)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.run)
-        ws = await trio_websocket.wrap_client_stream(nursery, client_stream, "127.0.0.1", "/")
+        ws = await client_handshake(WatchedStream(client_stream), "127.0.0.1", "/", max_message_bytes=1 << 20)
         yield WebSocketSession("fake", codec, ws, send_timeout), server
         nursery.cancel_scope.cancel()
 

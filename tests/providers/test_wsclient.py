@@ -1,6 +1,5 @@
-"""The provider socket's connection layer (``providers/wsclient.py``) and what it needs
-from trio-websocket, pinned: an upgrade of the library that changes any of it breaks
-one of these tests, not a call.
+"""The provider socket's connection layer (``providers/wsclient.py``,
+``providers/wsconnection.py``): connect, handshake, close, cut writes, TLS.
 
 Raw servers (trio TCP + wsproto) on 127.0.0.1 play the server side byte for byte, so
 that "the client closed its TCP stream" is something the server sees (end of file).
@@ -27,6 +26,7 @@ from providers.errors import ProviderAuthError, ProviderConnectionError
 from providers.events import ProviderClosed, ProviderEvent, SessionStarted
 from providers.websocket import WebSocketSession, open_websocket_session
 from providers.wsclient import WatchedStream, WebSocketTarget
+from providers.wsconnection import client_handshake
 from tests.fakes.assemblyai_server import AssemblyAIFake
 from tests.helpers import tone
 from tests.gateway.test_security_tls import certificate  # noqa: F401 - the self-signed certificate fixture
@@ -125,8 +125,8 @@ async def test_the_client_closes_its_tcp_stream_after_the_server_closed_first(au
 
 
 async def test_a_refused_handshake_is_typed_and_its_stream_closed(autojump_clock):
-    """The refusal comes out of the library's reader task as ``ConnectionRejected``
-    (status and body); the stream is ours to close, and is closed."""
+    """The refusal comes out typed (status and body); the stream is ours to close, and
+    is closed."""
 
     async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
         await _accept_request(stream, ws)
@@ -236,22 +236,22 @@ async def test_a_session_whose_write_was_cut_ends_without_another_frame(autojump
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accept)
-            ws = await trio_websocket.wrap_client_stream(nursery, watched, "127.0.0.1", "/")
-            session = WebSocketSession("fake", NullCodec(), ws, stream=watched)
+            ws = await client_handshake(watched, "127.0.0.1", "/", max_message_bytes=1 << 20)
+            session = WebSocketSession("fake", NullCodec(), ws)
             with trio.move_on_after(1):  # the peer is not reading: the write is cut
                 await session.send_audio(b"a")
             assert watched.intact is False
             start = trio.current_time()
             await session.end()  # on a lockstep stream any write would block until the timeout
-            assert trio.current_time() == start and ws.closed is None
+            assert trio.current_time() == start and ws.closed is None and ws.owes is False
             nursery.cancel_scope.cancel()
 
 
-# --- no reaching into trio-websocket --------------------------------------------------------
+# --- no reaching into libraries --------------------------------------------------------------
 
 
 def test_providers_use_only_public_attributes_of_other_objects():
-    """No ``obj._private`` outside ``self``, no traceback frame walking: what trio-websocket
+    """No ``obj._private`` outside ``self``, no traceback frame walking: what a library
     keeps private may change in any release."""
     found = []
     for path in sorted(pathlib.Path(__file__).resolve().parents[2].joinpath("providers").rglob("*.py")):
@@ -295,3 +295,110 @@ async def test_a_wss_session_runs_and_ends_gracefully_over_tls(certificate):
     [recorded] = fake.sessions
     assert bytes(recorded.audio) == tone(100) * 3
     assert recorded.controls == ["Terminate"] and recorded.close_code == 1000
+
+
+# --- our own framing on the wire: control frames, violations, limits -------------------------
+
+
+async def _record_until_eof(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
+    text = ""
+    while data := await stream.receive_some():
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, wsproto.events.Pong):
+                server.seen.append(f"pong {bytes(event.payload).decode()}")
+            elif isinstance(event, wsproto.events.CloseConnection):
+                server.seen.append(f"close {event.code}")
+            elif isinstance(event, wsproto.events.TextMessage):
+                text += event.data
+                if event.message_finished:
+                    server.seen.append(f"text {text}")
+                    text = ""
+    server.seen.append("eof")
+
+
+class RecordingCodec(NullCodec):
+    """Hears messages as events: a server text comes out as ``SessionStarted(text)``."""
+
+    def receive(self, message: str | bytes) -> list[ProviderEvent]:
+        return [SessionStarted(str(message))]
+
+
+async def test_a_ping_is_answered_and_a_frame_breaking_the_protocol_closes_with_1002(autojump_clock):
+    """The server pings, sends a message, then a frame with a reserved bit set: the
+    session gets the message, answers the ping with its payload, and ends with 1002
+    (our close frame says so)."""
+
+    async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
+        await _accept_request(stream, ws)
+        await stream.send_all(ws.send(wsproto.events.AcceptConnection()) + ws.send(wsproto.events.Ping(b"hi"))
+                              + ws.send(wsproto.events.TextMessage("hello")) + b"\xc1\x00")
+        await _record_until_eof(server, stream, ws)
+
+    server = RawServer(script)
+    with trio.fail_after(LIMIT):
+        async with serve_raw(server) as url:
+            async with open_websocket_session("fake", RecordingCodec(), url) as session:
+                assert await session.receive() == SessionStarted("hello")
+                closed = await session.receive()
+            await server.done.wait()
+    assert isinstance(closed, ProviderClosed) and closed.code == 1002
+    assert server.seen == ["pong hi", "close 1002", "eof"]
+
+
+async def test_a_message_over_the_size_limit_is_refused_from_its_header_with_1009(autojump_clock):
+    async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
+        await _accept_request(stream, ws)
+        too_long = (4 * 1024 * 1024 + 1).to_bytes(8, "big")
+        await stream.send_all(ws.send(wsproto.events.AcceptConnection()) + b"\x82\x7f" + too_long)
+        await _record_until_eof(server, stream, ws)
+
+    server = RawServer(script)
+    with trio.fail_after(LIMIT):
+        async with serve_raw(server) as url:
+            async with open_websocket_session("fake", NullCodec(), url) as session:
+                closed = await session.receive()
+            await server.done.wait()
+    assert isinstance(closed, ProviderClosed) and closed.code == 1009
+    assert server.seen == ["close 1009", "eof"]
+
+
+async def test_a_send_nobody_receives_beside_still_sees_the_server_s_close(autojump_clock):
+    """No task waits in receive(): the send reads what the socket holds first, so the
+    server's close (3005) is the send's error, and the close is answered."""
+
+    async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
+        await _accept_request(stream, ws)
+        await stream.send_all(ws.send(wsproto.events.AcceptConnection()))
+        await stream.send_all(ws.send(wsproto.events.CloseConnection(code=3005, reason="cancelled")))
+        await _record_until_eof(server, stream, ws)
+
+    server = RawServer(script)
+    with trio.fail_after(LIMIT):
+        async with serve_raw(server) as url:
+            async with open_websocket_session("fake", NullCodec(), url) as session:
+                with pytest.raises(ProviderConnectionError, match="3005") as failed:
+                    while True:
+                        await session.send_audio(b"a")
+                        await trio.sleep(0.1)
+                assert failed.value.code == 3005
+                assert await session.receive() == ProviderClosed(3005, "cancelled")
+            await server.done.wait()
+    assert server.seen[-2:] == ["close 3005", "eof"] and set(server.seen[:-2]) <= {"text a"}
+
+
+async def test_a_send_over_tcp_is_one_checkpoint_and_goes_out_whole(autojump_clock):
+    async def script(server: RawServer, stream: trio.SocketStream, ws: wsproto.WSConnection) -> None:
+        await _accept_request(stream, ws)
+        await stream.send_all(ws.send(wsproto.events.AcceptConnection()))
+        await _record_until_eof(server, stream, ws)
+
+    server = RawServer(script)
+    with trio.fail_after(LIMIT):
+        async with serve_raw(server) as url:
+            async with open_websocket_session("fake", NullCodec(), url) as session:
+                for text in (b"a", b"b" * 200, b"c" * 70000):
+                    with trio.testing.assert_checkpoints():
+                        await session.send_audio(text)
+            await server.done.wait()
+    assert server.seen == ["text a", f"text {'b' * 200}", f"text {'c' * 70000}", "text end", "close 1000", "eof"]

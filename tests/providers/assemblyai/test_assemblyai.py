@@ -502,7 +502,9 @@ async def test_fake_refuses_frames_outside_50_to_1000_ms():
         with trio.fail_after(CALL_LIMIT):
             async with provider.open_session() as session:
                 assert await session.receive() == SessionStarted("de5d9927-fake")
-                await session.inner._ws.send_message(tone(20))  # around the codec, on purpose
+                ws = session.inner._ws  # around the codec, on purpose
+                async with ws.send_lock:
+                    await ws.write(ws.frame(tone(20)), None)
                 while not isinstance(event := await session.receive(), ProviderClosed):
                     failure = event
     assert event.code == 3007

@@ -11,7 +11,7 @@
   same messages, in order, then the same close.
 
 wsproto is driven through its public API only.  As in
-``tests/test_wsframes_differential.py``, its one departure from us (no size limit) is
+``tests/gateway/test_wsframes_differential.py``, its one departure from us (no size limit) is
 kept out of the streams."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from wsproto.events import (
 
 from gateway.wsframes import ClientFrameReader, CloseReceived, Ping, Pong, WebSocketError, client_close_frame
 from providers.wsconnection import ClientWebSocket
-from tests.test_wsframes_differential import CLOSE_CODES, _pieces, _split, encode
+from tests.gateway.test_wsframes_differential import CLOSE_CODES, _pieces, _split, encode
 
 DIFFERENTIAL = settings(max_examples=300, deadline=None)
 LIMIT = 1 << 20  # far above any stream here: wsproto has no limit to compare

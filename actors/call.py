@@ -14,7 +14,7 @@ session, so a provider outage never slows the Twilio side.
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
-moment Twilio is done (TwilioReader's ``twilio_done``), the rest has ``drain_timeout``
+moment Twilio is done (TwilioReader's ``on_done``), the rest has ``drain_timeout``
 seconds, or the longer ``finalize_timeout`` a provider of the chain declares
 (``providers.base.SlowAnswers``): a deadline on the inner nursery's cancel scope, which
 run_call alone moves.  A provider session that deadline cuts still ends
@@ -23,7 +23,7 @@ gracefully (its end-of-stream message and a close handshake, shielded, at most
 ``call_ended`` is always the last event.
 
 The code reads in that order: ``run_call`` opens the call, ``_Call.spawn`` starts the
-actors and owns the drain deadline (armed when TwilioReader reports ``twilio_done``),
+actors and owns the drain deadline (armed when TwilioReader reports ``on_done``),
 ``_Call.ending`` turns how it stopped into a typed ``CallOutcome``, ``_Call.announce``
 sends ``call_ended``.
 """
@@ -140,7 +140,8 @@ class _Call:
         self.drain_timeout = max([config.drain_timeout, *filter(None, map(finalize_timeout, self.chain))])
         self.rng = rng
         self.stats = CallStats()
-        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms)
+        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms, on_done=self._twilio_done)
+        self._drain: trio.CancelScope | None = None  # the actors' scope, once spawned
         self.stream: StreamStarted | None = None
 
     async def spawn(self, source: TextSource, channels: CallChannels, reader_scope: trio.CancelScope,
@@ -151,11 +152,11 @@ class _Call:
         ending: _Ending | None = None
         try:
             async with trio.open_nursery() as inner:
+                self._drain = inner.cancel_scope
                 self.stream = await inner.start(partial(
                     self.reader.run, source, channels.mulaw_send, events_send.clone(), read_scope=reader_scope))
                 if on_started is not None:
                     on_started(self.stream, self.stats)
-                inner.start_soon(self._drain_after_twilio, inner.cancel_scope)
                 label = f"[{self.stream.call_sid}]"
                 replay = ReplayBuffer(self.config.replay_ms, self.stats, self.audio_format, label)
                 leg = ProviderLeg(self.chain, self.stats, label, config=self.config, rng=self.rng)
@@ -169,9 +170,11 @@ class _Call:
             ending = _Ending(EndReason.ERROR, str(_first(group)), 1011)
         return ending or self._after_reading(drain_cut=inner.cancel_scope.cancelled_caught)
 
-    async def _drain_after_twilio(self, drain: trio.CancelScope) -> None:
-        """Once Twilio is done with the call, the rest has ``drain_timeout`` to finish."""
-        await self.reader.twilio_done.wait()
+    def _twilio_done(self) -> None:
+        """Once Twilio is done with the call, the rest has ``drain_timeout`` to finish
+        (a callback from the reader's task: no task of the call waits for it)."""
+        drain = self._drain
+        assert drain is not None
         drain.deadline = min(drain.deadline, trio.current_time() + self.drain_timeout)
 
     def _after_reading(self, *, drain_cut: bool) -> _Ending:

@@ -49,7 +49,7 @@ class TwilioReader:
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
     ``AudioBatch``es of ``batch_ms`` on ``mulaw_send`` (the channel to the Resampler).
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
-    Reports: ``twilio_done`` once Twilio is done with the call (the batches it still
+    Reports: ``on_done()`` once Twilio is done with the call (the batches it still
     holds are handed on after that); ``ended_by`` says why.
     Closes: ``mulaw_send`` and ``events_send`` when it returns, after ``stop``, when
     the peer went away, on shutdown or at a call limit.
@@ -61,14 +61,14 @@ class TwilioReader:
     """
 
     def __init__(self, config: CallConfig, stats: CallStats, *, batch_ms: int | None = None,
-                 limits: TwilioLimits | None = None) -> None:
+                 limits: TwilioLimits | None = None, on_done: Callable[[], None] | None = None) -> None:
         self._config = config
         self._stats = stats
         self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
         self.decoder = TwilioStreamDecoder(limits or config.twilio_limits)
         self.ended_by: EndedBy | None = None  # set once reading ended
         self.limit_exceeded: str | None = None  # with EndedBy.LIMIT: which limit, for humans
-        self.twilio_done = trio.Event()
+        self._on_done = on_done  # a callback, not an event: nobody has to wait in a task for it
         self._expect: Callable[[int], None] | None = None  # a BatchingTextSource's hint
         self._last_media_at = 0.0
         # Batches the pipeline could not take yet; empty but for a stalled pipeline, so a
@@ -104,7 +104,8 @@ class TwilioReader:
                     self._flush_parts(mulaw_send)
             finally:
                 self._sync_stats()
-            self.twilio_done.set()  # from now on the call drains (run_call's deadline)
+            if self._on_done is not None:
+                self._on_done()  # from now on the call drains (run_call's deadline)
             while self._pending:
                 batch = self._pending[0]
                 await mulaw_send.send(batch)

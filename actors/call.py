@@ -140,8 +140,8 @@ class _Call:
         self.drain_timeout = max([config.drain_timeout, *filter(None, map(finalize_timeout, self.chain))])
         self.rng = rng
         self.stats = CallStats()
-        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms, on_done=self._twilio_done)
-        self._drain: trio.CancelScope | None = None  # the actors' scope, once spawned
+        self._drain = _DrainDeadline(self.drain_timeout)
+        self.reader = TwilioReader(config, self.stats, batch_ms=provider.chunk_ms, on_done=self._drain.arm)
         self.stream: StreamStarted | None = None
 
     async def spawn(self, source: TextSource, channels: CallChannels, reader_scope: trio.CancelScope,
@@ -152,7 +152,7 @@ class _Call:
         ending: _Ending | None = None
         try:
             async with trio.open_nursery() as inner:
-                self._drain = inner.cancel_scope
+                self._drain.scope = inner.cancel_scope
                 self.stream = await inner.start(partial(
                     self.reader.run, source, channels.mulaw_send, events_send.clone(), read_scope=reader_scope))
                 if on_started is not None:
@@ -169,13 +169,6 @@ class _Call:
         except* ProviderError as group:  # only if a leg lets one escape
             ending = _Ending(EndReason.ERROR, str(_first(group)), 1011)
         return ending or self._after_reading(drain_cut=inner.cancel_scope.cancelled_caught)
-
-    def _twilio_done(self) -> None:
-        """Once Twilio is done with the call, the rest has ``drain_timeout`` to finish
-        (a callback from the reader's task: no task of the call waits for it)."""
-        drain = self._drain
-        assert drain is not None
-        drain.deadline = min(drain.deadline, trio.current_time() + self.drain_timeout)
 
     def _after_reading(self, *, drain_cut: bool) -> _Ending:
         ended_by = self.reader.ended_by or EndedBy.STOP
@@ -210,6 +203,23 @@ class _Call:
             log.info("%s call ended (%s) audio=%dms forwarded=%dms dropped=%dms", label, ending.reason.value,
                      statistics.audio_ms, statistics.forwarded_ms, statistics.dropped_ms)
         return CallOutcome(ending.reason, ending.detail, ending.close_code, self.stream, statistics)
+
+
+class _DrainDeadline:
+    """Once Twilio is done with the call (TwilioReader's ``on_done``, called in its
+    task: no task of the call waits for it), the actors' ``scope`` gets ``timeout``
+    seconds to finish.  Its own object, so the reader holds no reference back to the
+    call (an ended call leaves no reference cycle for the collector)."""
+
+    __slots__ = ("scope", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.timeout = timeout
+
+    def arm(self) -> None:
+        if self.scope is not None:
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.timeout)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -14,7 +14,11 @@ no wall-clock waits.  Measured per call-second of audio:
   ``--repeat`` runs;
 * task steps: how often trio ran a task (a trio ``Instrument``'s ``after_task_step``):
   the scheduler work, exact and the same on every run;
-* tasks: how many tasks were alive at the peak, per call.
+* tasks: how many tasks were alive at the peak, per call;
+* the cyclic collector: passes per generation and the CPU they took (``gc.callbacks``),
+  with the served gateway's settings (everything before the calls frozen with
+  ``gc.freeze()``, thresholds ``(--gc0, 10, 100)`` as ``gateway/cli.py`` sets them but
+  for ``--gc0``: try another young-generation threshold).
 
 What it leaves out: sockets, the WebSocket layers, the provider client (``bench/send_path.py``
 and the seed-bench harness measure those).  ``--tree`` runs the same load against another
@@ -39,6 +43,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per call (default 20)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--commit-ms", type=int, default=5000)
+    parser.add_argument("--gc0", type=int, default=700, help="young-generation threshold (served: 700)")
     parser.add_argument("--tree", help="a checkout whose actors/providers to run (default: this one)")
     return parser.parse_args(argv)
 
@@ -89,25 +94,50 @@ def main(argv: list[str] | None = None) -> None:
                 nursery.start_soon(one_call, n)
         return outcomes
 
+    passes = [0, 0, 0]
+    gc_time = [0.0]
+    started = [0.0]
+
+    def collected(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+        else:
+            passes[info["generation"]] += 1
+            gc_time[0] += time.thread_time() - started[0]
+
     call_seconds = args.calls * args.seconds
     best = float("inf")
+    best_gc = float("inf")
     steps = peak = 0
     for _ in range(args.repeat):
         gc.collect()
+        gc.freeze()
+        gc.set_threshold(args.gc0, 10, 100)
+        passes[:] = [0, 0, 0]
+        gc_time[0] = 0.0
+        gc.callbacks.append(collected)
         instrument = Steps()
         t0 = time.thread_time()
-        outcomes = trio.run(load, args.calls, args.seconds, clock=trio.testing.MockClock(autojump_threshold=0),
-                            instruments=[instrument])
-        spent = time.thread_time() - t0
+        try:
+            outcomes = trio.run(load, args.calls, args.seconds,
+                                clock=trio.testing.MockClock(autojump_threshold=0), instruments=[instrument])
+        finally:
+            spent = time.thread_time() - t0
+            gc.callbacks.remove(collected)
+            gc.unfreeze()
+        best_gc = min(best_gc, gc_time[0])
         bad = [o for o in outcomes if o.reason != "stop" or o.statistics.dropped_ms]
         if len(outcomes) != args.calls or bad:
             raise SystemExit(f"{len(bad)} of {len(outcomes)} calls did not end cleanly: {bad[:1]}")
         best = min(best, spent)
         steps, peak = instrument.steps, instrument.peak
-    print(f"tree {root}: {args.calls} calls x {args.seconds:g} s, best of {args.repeat}")
-    print("| CPU ms / call-s (best) | task steps / call-s | tasks / call (peak, incl. the load's) |")
-    print("|---:|---:|---:|")
-    print(f"| {best * 1000 / call_seconds:.3f} | {steps / call_seconds:.1f} | {peak / args.calls:.2f} |")
+    print(f"tree {root}: {args.calls} calls x {args.seconds:g} s, best of {args.repeat}, gc thresholds "
+          f"{gc.get_threshold()}")
+    print("| CPU ms / call-s (best) | task steps / call-s | tasks / call (peak, incl. the load's) "
+          "| gc passes gen0/1/2 (last run) | gc CPU ms / call-s (best) |")
+    print("|---:|---:|---:|---|---:|")
+    print(f"| {best * 1000 / call_seconds:.3f} | {steps / call_seconds:.1f} | {peak / args.calls:.2f} "
+          f"| {passes[0]}/{passes[1]}/{passes[2]} | {best_gc * 1000 / call_seconds:.4f} |")
 
 
 if __name__ == "__main__":

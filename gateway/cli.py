@@ -174,7 +174,7 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # no cyclic garbage per call), so a full pass finds nothing and stalls every
                 # call for ~50 ms at 200 calls; as calls come in, the default (10) ran one per
                 # ~100 new calls.  One per 100 young passes keeps collecting error paths' cycles.
-                gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
+                gc.set_threshold(GC_YOUNG_THRESHOLD, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                          provider.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
@@ -194,6 +194,12 @@ async def _parent_gone(scope: trio.CancelScope) -> None:
 
 
 GC_FULL_PASS_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
+# Young-generation threshold (CPython's default: 700).  A call's short-lived objects
+# (batches, events, trio's per-wait traps) are freed by reference counting, but their
+# peaks crossed 700 net new objects several times a second, each pass scanning
+# thousands of live call objects for nothing; 7000: ~185x fewer young passes and ~10 %
+# less CPU of the call pipeline (bench/call_cpu.py --gc0, bench/RESULTS.md).
+GC_YOUNG_THRESHOLD = 7000
 
 
 def _is_loopback(host: str) -> bool:

@@ -23,6 +23,9 @@ from .resampler import AudioOutput
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
 MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
+#: seconds the media limits' deadline may lag behind the exact one before it is moved
+#: (at most a tenth of ``media_idle_timeout``)
+LIMITS_SLACK = 1.0
 
 __all__ = ["TwilioReader", "EndedBy", "StreamEndedBeforeStartError"]
 
@@ -145,7 +148,8 @@ class TwilioReader:
         or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``LIMIT``).
 
         One cancel scope does the timing: reading records the clock per media and moves
-        the scope's deadline once per batch; when it fires early because media came
+        the scope's deadline at most once per ``LIMITS_SLACK`` (a tenth of the idle
+        timeout at most); when it fires early because media came
         after the last move, reading resumes under the exact deadline (a receive is
         cancel-safe, and ``_read_media`` keeps its state in ``self``)."""
         idle = self._config.media_idle_timeout
@@ -176,6 +180,7 @@ class TwilioReader:
         stats = self._stats
         batch_bytes = self._batch_bytes
         idle = self._config.media_idle_timeout
+        slack = min(LIMITS_SLACK, idle / 10)
         receive = source.receive
         decode = self.decoder.receive
         current_time = trio.current_time
@@ -204,7 +209,13 @@ class TwilioReader:
                 if part_bytes >= batch_bytes:
                     self._flush_parts(mulaw_send)
                     part_bytes = 0
-                    limits.deadline = min(call_deadline, self._last_media_at + idle)
+                    # Moved at most once per ``slack``: a moved deadline costs a few µs and
+                    # a new entry in trio's deadline heap, and one up to ``slack`` early
+                    # only ever fires after ``idle - slack`` without media (then reading
+                    # resumes under the exact one, see _read_media_within_limits).
+                    exact = min(call_deadline, self._last_media_at + idle)
+                    if exact - limits.deadline >= slack:
+                        limits.deadline = exact
                     if expect is not None:
                         expect(batch_frames)
             elif type(event) is Stop:

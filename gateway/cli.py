@@ -197,8 +197,9 @@ GC_FULL_PASS_EVERY = 100  # middle-generation collections per full one (CPython'
 # Young-generation threshold (CPython's default: 700).  A call's short-lived objects
 # (batches, events, trio's per-wait traps) are freed by reference counting, but their
 # peaks crossed 700 net new objects several times a second, each pass scanning
-# thousands of live call objects for nothing; 7000: ~185x fewer young passes and ~10 %
-# less CPU of the call pipeline (bench/call_cpu.py --gc0, bench/RESULTS.md).
+# thousands of live call objects for nothing.  At 7000, 200 served calls: 13 young
+# passes per run instead of ~230, the collector's share of the CPU < 1 % instead of
+# 7-9 % (bench/RESULTS.md; bench/call_cpu.py --gc0, experiments.py gc_young_700).
 GC_YOUNG_THRESHOLD = 7000
 
 

@@ -17,7 +17,7 @@ outage never slows the Twilio side.
 Shutdown is channel closure: ``stop`` (or a dropped socket) makes TwilioReader return,
 which closes the mu-law channel, which ends the Resampler, which closes its output (the
 ReplayBuffer's input), which makes SttSender finalize once the buffer is sent; SttReceiver returns at ``Finalized``.  From the
-moment Twilio is done (TwilioReader's ``twilio_done``), the rest has ``drain_timeout``
+moment Twilio is done (TwilioReader's ``on_done``), the rest has ``drain_timeout``
 seconds, or the longer ``finalize_timeout`` a provider of the chain declares
 (``providers.base.SlowAnswers``): a deadline on the inner nursery's cancel scope, which
 run_call alone moves.  A provider session that deadline cuts still ends
@@ -26,7 +26,7 @@ gracefully (its end-of-stream message and a close handshake, shielded, at most
 ``call_ended`` is always the last event.
 
 The code reads in that order: ``run_call`` opens the call, ``_Call.spawn`` starts the
-actors and owns the drain deadline (armed when TwilioReader reports ``twilio_done``),
+actors and owns the drain deadline (armed when TwilioReader reports ``on_done``),
 ``_Call.ending`` turns how it stopped into a typed ``CallOutcome``, ``_Call.announce``
 sends ``call_ended``.
 """
@@ -144,7 +144,8 @@ class _Call:
         self.drain_timeout = max(config.drain_timeout, chain.finalize_timeout() or 0.0)
         self.rng = rng
         self.stats = CallStats()
-        self.reader = TwilioReader(config, self.stats, batch_ms=chain.primary.chunk_ms)
+        self._drain = _DrainDeadline(self.drain_timeout)
+        self.reader = TwilioReader(config, self.stats, batch_ms=chain.primary.chunk_ms, on_done=self._drain.arm)
         self.stream: StreamStarted | None = None
 
     async def spawn(self, source: TextSource, channels: CallChannels, reader_scope: trio.CancelScope,
@@ -155,11 +156,11 @@ class _Call:
         ending: _Ending | None = None
         try:
             async with trio.open_nursery() as inner:
+                self._drain.scope = inner.cancel_scope
                 self.stream = await inner.start(partial(
                     self.reader.run, source, channels.mulaw_send, events_send.clone(), read_scope=reader_scope))
                 if on_started is not None:
                     on_started(self.stream, self.stats)
-                inner.start_soon(self._drain_after_twilio, inner.cancel_scope)
                 label = f"[{self.stream.call_sid}]"
                 replay = ReplayBuffer(self.config.replay_ms, self.stats, self.audio_format, label)
                 leg = ProviderLeg(self.chain, self.stats, label, config=self.config, rng=self.rng)
@@ -172,11 +173,6 @@ class _Call:
         except* ProviderError as group:  # only if a leg lets one escape
             ending = _Ending(EndReason.ERROR, str(_first(group)), 1011)
         return ending or self._after_reading(drain_cut=inner.cancel_scope.cancelled_caught)
-
-    async def _drain_after_twilio(self, drain: trio.CancelScope) -> None:
-        """Once Twilio is done with the call, the rest has ``drain_timeout`` to finish."""
-        await self.reader.twilio_done.wait()
-        drain.deadline = min(drain.deadline, trio.current_time() + self.drain_timeout)
 
     def _after_reading(self, *, drain_cut: bool) -> _Ending:
         ended_by = self.reader.ended_by or EndedBy.STOP
@@ -211,6 +207,23 @@ class _Call:
             log.info("%s call ended (%s) audio=%dms forwarded=%dms dropped=%dms", label, ending.reason.value,
                      statistics.audio_ms, statistics.forwarded_ms, statistics.dropped_ms)
         return CallOutcome(ending.reason, ending.detail, ending.close_code, self.stream, statistics)
+
+
+class _DrainDeadline:
+    """Once Twilio is done with the call (TwilioReader's ``on_done``, called in its
+    task: no task of the call waits for it), the actors' ``scope`` gets ``timeout``
+    seconds to finish.  Its own object, so the reader holds no reference back to the
+    call (an ended call leaves no reference cycle for the collector)."""
+
+    __slots__ = ("scope", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.timeout = timeout
+
+    def arm(self) -> None:
+        if self.scope is not None:
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.timeout)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -1,11 +1,12 @@
 """ProviderLeg: the provider side of a call.
 
 One session at a time (``actors.supervision`` decides which, and when to give up), each
-session three tasks around one ``ReplayLink``::
+session two tasks around one ``ReplayLink``::
 
     ReplayBuffer ─▶ SttSender ─▶ ReplayLink.send ─▶ session (websocket, codec) ─▶ provider
     provider ─▶ session ─▶ ReplayLink.next_event ─▶ SttReceiver ─▶ events ─▶ TranscriptEmitter
-    SessionMonitor: the stall watchdog, told of every batch and event by the link
+    SessionMonitor: the stall watchdog, told of every batch and event by the link and of
+    the hang-up by the ReplayBuffer; a cancel scope around the session, not a task
 
 Audio never waits on any of this: the ReplayBuffer keeps taking it in (bounded) while
 the leg is down, and every new session starts with the audio since the last committed
@@ -84,12 +85,17 @@ class ProviderLeg:
                 link = ReplayLink(session, provider.name, replay, monitor, SessionClock(offset),
                                   session_converter(replay.audio_format, provider.audio_format))
                 sender = SttSender(provider.keepalive_interval, send_timeout=send_timeout)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sender.run, link)
-                    nursery.start_soon(monitor.run)
-                    nursery.start_soon(_on_hang_up, replay, monitor)
-                    await SttReceiver().run(link, events_send)
-                    nursery.cancel_scope.cancel()
+                # The watchdog and the hang-up are a cancel scope and a callback, not
+                # tasks: a session is two tasks (the sender, the receiver in this one).
+                replay.call_when_input_closed(monitor.hung_up)
+                try:
+                    with monitor.watching():
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(sender.run, link)
+                            await SttReceiver().run(link, events_send)
+                            nursery.cancel_scope.cancel()
+                finally:
+                    replay.call_when_input_closed(None)
         except* ProviderError as group:
             failure = _first(group)
         return failure, monitor.healthy
@@ -121,11 +127,6 @@ def _answer_times(provider: SttProvider, config: CallConfig) -> tuple[float, flo
     answer, finalize = answer_timeout(provider) or 0.0, finalize_timeout(provider) or 0.0
     return (max(config.stall_timeout, answer), max(config.send_timeout, answer),
             max(config.drain_timeout / 2, finalize))
-
-
-async def _on_hang_up(replay: ReplayBuffer, monitor: SessionMonitor) -> None:
-    await replay.input_closed.wait()
-    monitor.hung_up()
 
 
 def _first(group: BaseExceptionGroup) -> ProviderError:

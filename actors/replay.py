@@ -29,7 +29,7 @@ import logging
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import trio
 
@@ -69,6 +69,7 @@ class ReplayBuffer:
         self._input_ended = False
         self.input_closed = trio.Event()  # the caller hung up: no more audio will come
         self.input_closed_at = 0.0  # trio time it was set
+        self._on_input_closed: Callable[[], None] | None = None
         self._discarding = False
         self._overflowing = False
         self._changed = trio.Event()
@@ -103,7 +104,18 @@ class ReplayBuffer:
         self._input_ended = True
         self.input_closed_at = trio.current_time()
         self.input_closed.set()
+        if self._on_input_closed is not None:
+            self._on_input_closed()
         self._wake()
+
+    def call_when_input_closed(self, callback: Callable[[], None] | None) -> None:
+        """``callback()`` when the caller hangs up (``end_input``), at once if that
+        happened already; one callback at a time, None removes it.  The session's
+        watchdog learns of the hang-up this way, without a task waiting on
+        ``input_closed``."""
+        self._on_input_closed = callback
+        if callback is not None and self._input_ended:
+            callback()
 
     def append(self, batch: AudioBatch) -> None:
         if self._discarding:

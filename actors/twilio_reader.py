@@ -23,6 +23,9 @@ from .resampler import AudioOutput
 from .stats import MULAW_BYTES_PER_MS, CallStats
 
 MULAW_BYTES_PER_FRAME = 20 * MULAW_BYTES_PER_MS  # Twilio sends 20 ms per media message
+#: seconds the media limits' deadline may lag behind the exact one before it is moved
+#: (at most a tenth of ``media_idle_timeout``)
+LIMITS_SLACK = 1.0
 
 __all__ = ["TwilioReader", "EndedBy", "StreamEndedBeforeStartError"]
 
@@ -49,7 +52,7 @@ class TwilioReader:
     Produces: ``CallStarted`` and ``DtmfPressed`` on ``events_send``; mu-law
     ``AudioBatch``es of ``batch_ms`` on ``mulaw_send`` (the channel to the Resampler).
     Reports: ``StreamStarted`` through ``task_status`` when ``start`` arrives.
-    Reports: ``twilio_done`` once Twilio is done with the call (the batches it still
+    Reports: ``on_done()`` once Twilio is done with the call (the batches it still
     holds are handed on after that); ``ended_by`` says why.
     Closes: ``mulaw_send`` and ``events_send`` when it returns, after ``stop``, when
     the peer went away, on shutdown or at a call limit.
@@ -61,14 +64,14 @@ class TwilioReader:
     """
 
     def __init__(self, config: CallConfig, stats: CallStats, *, batch_ms: int | None = None,
-                 limits: TwilioLimits | None = None) -> None:
+                 limits: TwilioLimits | None = None, on_done: Callable[[], None] | None = None) -> None:
         self._config = config
         self._stats = stats
         self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
         self.decoder = TwilioStreamDecoder(limits or config.twilio_limits)
         self.ended_by: EndedBy | None = None  # set once reading ended
         self.limit_exceeded: str | None = None  # with EndedBy.LIMIT: which limit, for humans
-        self.twilio_done = trio.Event()
+        self._on_done = on_done  # a callback, not an event: nobody has to wait in a task for it
         self._expect: Callable[[int], None] | None = None  # a BatchingTextSource's hint
         self._last_media_at = 0.0
         # Batches the pipeline could not take yet; empty but for a stalled pipeline, so a
@@ -104,7 +107,8 @@ class TwilioReader:
                     self._flush_parts(mulaw_send)
             finally:
                 self._sync_stats()
-            self.twilio_done.set()  # from now on the call drains (run_call's deadline)
+            if self._on_done is not None:
+                self._on_done()  # from now on the call drains (run_call's deadline)
             while self._pending:
                 batch = self._pending[0]
                 await mulaw_send.send(batch)
@@ -144,7 +148,8 @@ class TwilioReader:
         or goes ``media_idle_timeout`` without media (then ``ended_by`` is ``LIMIT``).
 
         One cancel scope does the timing: reading records the clock per media and moves
-        the scope's deadline once per batch; when it fires early because media came
+        the scope's deadline at most once per ``LIMITS_SLACK`` (a tenth of the idle
+        timeout at most); when it fires early because media came
         after the last move, reading resumes under the exact deadline (a receive is
         cancel-safe, and ``_read_media`` keeps its state in ``self``)."""
         idle = self._config.media_idle_timeout
@@ -175,6 +180,7 @@ class TwilioReader:
         stats = self._stats
         batch_bytes = self._batch_bytes
         idle = self._config.media_idle_timeout
+        slack = min(LIMITS_SLACK, idle / 10)
         receive = source.receive
         decode = self.decoder.receive
         current_time = trio.current_time
@@ -203,7 +209,13 @@ class TwilioReader:
                 if part_bytes >= batch_bytes:
                     self._flush_parts(mulaw_send)
                     part_bytes = 0
-                    limits.deadline = min(call_deadline, self._last_media_at + idle)
+                    # Moved at most once per ``slack``: a moved deadline costs a few µs and
+                    # a new entry in trio's deadline heap, and one up to ``slack`` early
+                    # only ever fires after ``idle - slack`` without media (then reading
+                    # resumes under the exact one, see _read_media_within_limits).
+                    exact = min(call_deadline, self._last_media_at + idle)
+                    if exact - limits.deadline >= slack:
+                        limits.deadline = exact
                     if expect is not None:
                         expect(batch_frames)
             elif type(event) is Stop:

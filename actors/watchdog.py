@@ -24,6 +24,7 @@ Healthy: the session accepted ``healthy_ms`` of audio while answering (at most h
 from __future__ import annotations
 
 import math
+from types import TracebackType
 
 import trio
 
@@ -35,8 +36,14 @@ __all__ = ["SessionMonitor"]
 class SessionMonitor:
     """One session's liveness.  The session's ``ReplayLink`` reports each batch it sends
     (``sending``), each the session took (``accepted``) and each event (``answered``);
-    ``run`` raises ``ProviderStalledError`` when the session stalls.  ``healthy`` becomes
-    True once the session proved itself.
+    the session's work runs inside ``watching()``, which cancels it and raises
+    ``ProviderStalledError`` when the session stalls (``run`` is the same as a task of
+    its own).  ``healthy`` becomes True once the session proved itself.
+
+    The watchdog is a cancel scope around the session, not a task: its deadline is only
+    ever set to the moment the session *will* be stalled if nothing changes (enough
+    unanswered speech sent, or the audio over, or the caller hung up), so a session
+    that answers in time never arms a timer, and a call has no task of it.
     """
 
     def __init__(self, provider: str, stall_timeout: float, healthy_ms: int,
@@ -112,10 +119,13 @@ class SessionMonitor:
                 and trio.current_time() >= self._progress_at + self.hurry_timeout)
 
     def _deadline(self) -> float:
+        """When the session is stalled unless something changes first: reaching it
+        always means ``stalled()``.  Speech short of ``stall_timeout`` arms nothing: the
+        send that completes it re-arms (``sending``)."""
         deadline = math.inf
         since = self._unanswered_since
-        if since is not None and trio.current_time() < since + self.stall_timeout:
-            deadline = since + self.stall_timeout  # else: nothing to wait for, or only for more speech
+        if since is not None and (self.unanswered_ms >= self.stall_timeout * 1000 or self._audio_ended):
+            deadline = since + self.stall_timeout
         if self._progress_at is not None and self.hurry_timeout is not None:
             deadline = min(deadline, self._progress_at + self.hurry_timeout)
         return deadline
@@ -128,17 +138,36 @@ class SessionMonitor:
         else:
             self._scope.deadline = self._deadline()
 
+    def watching(self) -> SessionMonitor:
+        """Run the session's work in ``with monitor.watching():``: once the session
+        stalls, the block is cancelled and leaving it raises ``ProviderStalledError`` (a
+        block that ends before that raises nothing).  The monitor is the context
+        manager itself (no generator frame per session); not reentrant."""
+        return self
+
+    def __enter__(self) -> None:
+        scope = self._scope = trio.CancelScope(deadline=self._deadline())
+        scope.__enter__()
+        if self.stalled():
+            scope.cancel()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        scope, self._scope = self._scope, None
+        assert scope is not None
+        handled = scope.__exit__(exc_type, exc, traceback)
+        if scope.cancelled_caught:
+            raise self._stall_error() from None
+        return handled
+
+    def _stall_error(self) -> ProviderStalledError:
+        if self._idle_after_hang_up():
+            return ProviderStalledError(
+                self.provider, f"no progress for {self.hurry_timeout:g} s after the caller hung up")
+        what = "the end of the audio" if self._audio_ended else f"{self.unanswered_ms / 1000:g} s of speech"
+        return ProviderStalledError(self.provider, f"no answer to {what} (watchdog: {self.stall_timeout:g} s)")
+
     async def run(self) -> None:
-        """Returns never; raises ``ProviderStalledError``."""
-        while True:
-            with trio.CancelScope(deadline=self._deadline()) as scope:
-                self._scope = scope
-                await trio.sleep_forever()
-            self._scope = None
-            if self._idle_after_hang_up():
-                raise ProviderStalledError(
-                    self.provider, f"no progress for {self.hurry_timeout:g} s after the caller hung up")
-            if self._silent():
-                what = "the end of the audio" if self._audio_ended else f"{self.unanswered_ms / 1000:g} s of speech"
-                raise ProviderStalledError(
-                    self.provider, f"no answer to {what} (watchdog: {self.stall_timeout:g} s)")
+        """The watchdog as a task of its own: returns never; raises ``ProviderStalledError``."""
+        with self.watching():
+            await trio.sleep_forever()

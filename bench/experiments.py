@@ -27,6 +27,8 @@ Variants:
 ``gc_default``
     CPython's default collector thresholds (a full collection per 10 middle-generation
     ones) instead of the gateway's one per 100.
+``gc_young_700``
+    CPython's default young-generation threshold (700) instead of the gateway's 7000.
 ``gc_report``
     nothing switched off: every garbage collection after start-up (``gc.freeze()``):
     its generation and CPU time (and with ``GC_REPORT_SIZES=1`` the objects it
@@ -101,6 +103,12 @@ def gc_default() -> None:
     import gateway.cli
 
     gateway.cli.GC_FULL_PASS_EVERY = 10  # CPython's default: a full collection per 10 middle ones
+
+
+def gc_young_700() -> None:
+    import gateway.cli
+
+    gateway.cli.GC_YOUNG_THRESHOLD = 700  # CPython's default young-generation threshold
 
 
 def gc_report() -> None:
@@ -316,6 +324,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "replay_8s": lambda: replay_ms(8000),
     "gc_report": gc_report,
     "gc_default": gc_default,
+    "gc_young_700": gc_young_700,
     "loop_report": loop_report,
     "batch_report": batch_report,
     "heap_report": heap_report,

@@ -249,6 +249,39 @@ def hop_cases() -> dict[str, Callable[[int], None]]:
     }
 
 
+def deadline_cases() -> dict[str, Callable[[int], None]]:
+    """What one move of a cancel scope's deadline costs in trio (a call moved TwilioReader's
+    media limits once per batch, SttSender's timer once or twice per batch, the watchdog
+    twice per transcript event): 1000 scopes held by 1000 waiting tasks, as on a loaded
+    gateway; each operation sets one of them, to a new value or to the same one."""
+    import trio
+
+    def run(n: int, same: bool) -> None:
+        async def main() -> None:
+            scopes = [trio.CancelScope() for _ in range(1000)]
+            go = trio.Event()
+
+            async def hold(scope: trio.CancelScope) -> None:
+                with scope:
+                    await go.wait()
+
+            async with trio.open_nursery() as nursery:
+                for scope in scopes:
+                    nursery.start_soon(hold, scope)
+                await trio.testing.wait_all_tasks_blocked()
+                now = trio.current_time()
+                for k in range(n):
+                    scopes[k % 1000].deadline = now + 100 + (0 if same else k * 1e-6)
+                go.set()
+
+        trio.run(main)
+
+    import trio.testing  # noqa: F401 - wait_all_tasks_blocked
+
+    return {"trio: move a cancel scope's deadline (1000 scopes registered)": lambda n: run(n, False),
+            "trio: set a cancel scope's deadline to its value": lambda n: run(n, True)}
+
+
 def uncovered_protocols(cases: list[Any]) -> list[str]:
     covered = {case.name.split("_")[0] for case in cases}
     found = sorted(p.parent.name for p in (REPO / "providers").glob("*/protocol.py"))
@@ -267,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         args.number, args.repeat = 2000, 3
     os.chdir(REPO)
     cases = load_codec_cases()
-    benches = {**twilio_cases(args.number), **codec_cases(cases), **stack_cases(), **hop_cases()}
+    benches = {**twilio_cases(args.number), **codec_cases(cases), **stack_cases(), **hop_cases(), **deadline_cases()}
     results: dict[str, Any] = {}
     width = max(len(k) for k in benches)
     print(f"{'benchmark':<{width}}  {'best µs':>8}  {'median µs':>9}")

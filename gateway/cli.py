@@ -166,10 +166,11 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 # the collector's full passes, which otherwise re-scan it under load.
                 gc.collect()
                 gc.freeze()
-                # A call's objects are freed by reference counting, so a full pass finds nothing
-                # and stalls every call while it scans the heap; rarer full passes still collect
+                # A call's objects are freed by reference counting, so full passes find nothing
+                # and stall every call while they scan the heap, and young passes triggered by
+                # calls' short-lived objects rescan every live call; rarer passes still collect
                 # error paths' cycles (bench/RESULTS.md, "Why the fast paths exist").
-                gc.set_threshold(700, 10, GC_FULL_PASS_EVERY)
+                gc.set_threshold(GC_YOUNG_THRESHOLD, 10, GC_FULL_PASS_EVERY)
                 log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                          chain.primary.name, ",".join(hub.names),
                          "required" if settings.twilio_auth_token else "NOT checked",
@@ -189,6 +190,13 @@ async def _parent_gone(scope: trio.CancelScope) -> None:
 
 
 GC_FULL_PASS_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
+# Young-generation threshold (CPython's default: 700).  A call's short-lived objects
+# (batches, events, trio's per-wait traps) are freed by reference counting, but their
+# peaks crossed 700 net new objects several times a second, each pass scanning
+# thousands of live call objects for nothing.  At 7000, 200 served calls: 13 young
+# passes per run instead of ~230, the collector's share of the CPU < 1 % instead of
+# 7-9 % (bench/RESULTS.md; bench/call_cpu.py --gc0, experiments.py gc_young_700).
+GC_YOUNG_THRESHOLD = 7000
 
 
 def _is_loopback(host: str) -> bool:

@@ -158,6 +158,54 @@ async def test_stall_monitor_needs_both_time_and_speech_without_an_answer(autoju
     assert trio.current_time() == pytest.approx(4.4)
 
 
+async def test_the_watchdog_cancels_the_session_it_watches_and_names_the_stall(autojump_clock):
+    monitor = SessionMonitor("x", stall_timeout=2.0, healthy_ms=5000, hurry_timeout=3.0)
+    reached = []
+    with pytest.raises(ProviderStalledError, match="no answer to 2 s of speech"):
+        with monitor.watching():
+            monitor.sending(2000, speech=True)  # enough speech: stalled 2 s later unless answered
+            await trio.sleep(1.5)
+            reached.append(trio.current_time())
+            await trio.sleep(10)
+            pytest.fail("not cancelled")  # pragma: no cover
+    assert reached == [pytest.approx(1.5)] and trio.current_time() == pytest.approx(2.0)
+
+
+async def test_the_watchdog_lets_a_session_that_answers_run_and_hurries_it_after_the_hang_up(autojump_clock):
+    replay = ReplayBuffer(10_000, CallStats(), MULAW_8K)
+    monitor = SessionMonitor("x", stall_timeout=2.0, healthy_ms=5000, hurry_timeout=3.0)
+    replay.call_when_input_closed(monitor.hung_up)
+    with pytest.raises(ProviderStalledError, match="no progress for 3 s after the caller hung up"):
+        with monitor.watching():
+            for _ in range(50):  # 5 s of speech, answered every 100 ms: never stalled
+                monitor.sending(100, speech=True)
+                monitor.accepted(100)
+                await trio.sleep(0.1)
+                monitor.answered()
+            assert trio.current_time() == pytest.approx(5.0)
+            replay.end_input()  # the caller hangs up; the session makes no more progress
+            await trio.sleep(10)
+            pytest.fail("not cancelled")  # pragma: no cover
+    assert trio.current_time() == pytest.approx(8.0)
+    # a block that ends before any stall raises nothing
+    quiet = SessionMonitor("y", stall_timeout=2.0, healthy_ms=5000, hurry_timeout=3.0)
+    with quiet.watching():
+        quiet.sending(1000, speech=True)
+        await trio.sleep(5)  # not enough speech for a stall, however long
+    assert trio.current_time() == pytest.approx(13.0)
+
+
+async def test_the_hang_up_reaches_a_session_that_starts_after_it_at_once():
+    replay = ReplayBuffer(10_000, CallStats(), MULAW_8K)
+    replay.end_input()
+    heard = []
+    replay.call_when_input_closed(lambda: heard.append("hung up"))
+    assert heard == ["hung up"]
+    replay.call_when_input_closed(None)
+    replay.end_input()  # a second end is no news
+    assert heard == ["hung up"]
+
+
 def test_a_session_proves_healthy_after_healthy_ms_accepted_while_answering():
     async def main() -> None:
         monitor = SessionMonitor("x", stall_timeout=10.0, healthy_ms=1000)

@@ -68,6 +68,7 @@ class TwilioReader:
         self._config = config
         self._stats = stats
         self._batch_bytes = (batch_ms or config.batch_ms) * MULAW_BYTES_PER_MS
+        self._batch_frames = max(1, self._batch_bytes // MULAW_BYTES_PER_FRAME)  # what a BatchingTextSource waits for
         self.decoder = TwilioStreamDecoder(limits or config.twilio_limits)
         self.ended_by: EndedBy | None = None  # set once reading ended
         self.limit_exceeded: str | None = None  # with EndedBy.LIMIT: which limit, for humans
@@ -180,16 +181,14 @@ class TwilioReader:
         stats = self._stats
         batch_bytes = self._batch_bytes
         idle = self._config.media_idle_timeout
-        slack = min(LIMITS_SLACK, idle / 10)
         receive = source.receive
         decode = self.decoder.receive
         current_time = trio.current_time
         parts = self._parts
         part_bytes = sum(map(len, parts))  # resumed after an early limits deadline
         expect = self._expect  # a BatchingTextSource may wait for the rest of a batch in one wake-up
-        batch_frames = max(1, batch_bytes // MULAW_BYTES_PER_FRAME)
         if expect is not None:
-            expect(batch_frames)
+            expect(self._batch_frames)
         while True:
             try:
                 text = await receive()
@@ -207,17 +206,8 @@ class TwilioReader:
                 stats.media_frames += 1
                 self._last_media_at = current_time()
                 if part_bytes >= batch_bytes:
-                    self._flush_parts(mulaw_send)
+                    self._batch_read(mulaw_send, limits, call_deadline)
                     part_bytes = 0
-                    # Moved at most once per ``slack``: a moved deadline costs a few µs and
-                    # a new entry in trio's deadline heap, and one up to ``slack`` early
-                    # only ever fires after ``idle - slack`` without media (then reading
-                    # resumes under the exact one, see _read_media_within_limits).
-                    exact = min(call_deadline, self._last_media_at + idle)
-                    if exact - limits.deadline >= slack:
-                        limits.deadline = exact
-                    if expect is not None:
-                        expect(batch_frames)
             elif type(event) is Stop:
                 self.ended_by = EndedBy.STOP
                 break
@@ -226,6 +216,20 @@ class TwilioReader:
                 limits.deadline = min(call_deadline, self._last_media_at + idle)
                 await events_send.send(DtmfPressed(event.digit, stats.audio_ms))
         self._flush_parts(mulaw_send)
+
+    def _batch_read(self, mulaw_send: AudioOutput, limits: trio.CancelScope, call_deadline: float) -> None:
+        """A whole batch is read: send it on, move the limits' deadline, ask for the next."""
+        self._flush_parts(mulaw_send)
+        # Moved at most once per slack: a moved deadline costs a few µs and a new entry in
+        # trio's deadline heap, and one up to slack early only ever fires after
+        # ``idle - slack`` without media (then reading resumes under the exact one, see
+        # _read_media_within_limits).
+        idle = self._config.media_idle_timeout
+        exact = min(call_deadline, self._last_media_at + idle)
+        if exact - limits.deadline >= min(LIMITS_SLACK, idle / 10):
+            limits.deadline = exact
+        if self._expect is not None:
+            self._expect(self._batch_frames)
 
     def _flush_parts(self, mulaw_send: AudioOutput) -> None:
         if self._parts:

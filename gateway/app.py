@@ -131,60 +131,58 @@ class Gateway:
     def _build_http_app(self) -> QuartTrio:
         app = QuartTrio("earpiece")
         app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BODY
-        gateway = self
-
-        @app.route("/twilio/voice", methods=["POST", "GET"])
-        async def voice() -> Response:
-            form, refused = await gateway._twilio_request()
-            if refused is not None:
-                gateway.metrics.call_refused("signature")
-                return refused
-            if not gateway.registry.ready:
-                gateway.metrics.call_refused(gateway.registry.refusal_reason())
-                log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
-                            gateway.registry.why_not_ready())
-                return Response(reject_twiml("busy"), content_type="text/xml")
-            params = {name: form[name] for name in TWIML_PARAMETERS if form.get(name)}
-            url = gateway.stream_url(request.scope)
-            try:
-                twiml = connect_stream_twiml(url, params)
-            except ValueError as exc:  # a field TwiML cannot carry (control characters, 500+ chars)
-                log.warning("refused call %s: %s", printable(form.get("CallSid", "?")), printable(str(exc)))
-                return Response("bad request: a webhook field TwiML cannot carry\n", status=400,
-                                content_type="text/plain")
-            return Response(twiml, content_type="text/xml")
-
-        @app.route(STATUS_PATH, methods=["POST", "GET"])
-        async def status() -> Response:
-            form, refused = await gateway._twilio_request()
-            if refused is not None:
-                return refused
-            gateway.status_callbacks += 1
-            log.info("stream status %s for call %s stream %s%s", printable(form.get("StreamEvent", "?")),
-                     printable(form.get("CallSid", "?")), printable(form.get("StreamSid", "?")),
-                     f": {printable(form['StreamError'])}" if form.get("StreamError") else "")
-            return Response("", status=204)
-
-        @app.get("/healthz")
-        async def healthz() -> Response:
-            return Response("ok\n", content_type="text/plain")
-
-        @app.get("/readyz")
-        async def readyz() -> Response:
-            registry = gateway.registry
-            if registry.ready:
-                return Response("ready\n", content_type="text/plain")
-            why = registry.why_not_ready()
-            return Response(f"not ready: {why}\n", status=503, content_type="text/plain")
-
-        install_live_routes(app, gateway)  # /calls, /events, /calls/<sid>/events, the dashboard at /
-
-        @app.get("/metrics")
-        async def metrics() -> Response:
-            decision = gateway.read_access.decide(request.scope)
-            if not decision.allowed:
-                return Response(decision.why + "\n", status=decision.status, content_type="text/plain")
-            gateway.metrics.refresh(gateway.overload.busy)
-            return Response(gateway.metrics.render(), content_type=CONTENT_TYPE_LATEST)
-
+        app.add_url_rule("/twilio/voice", "voice", self._voice_webhook, methods=["POST", "GET"])
+        app.add_url_rule(STATUS_PATH, "status", self._status_callback, methods=["POST", "GET"])
+        app.add_url_rule("/healthz", "healthz", self._healthz, methods=["GET"])
+        app.add_url_rule("/readyz", "readyz", self._readyz, methods=["GET"])
+        install_live_routes(app, self)  # /calls, /events, /calls/<sid>/events, the dashboard at /
+        app.add_url_rule("/metrics", "metrics", self._metrics_page, methods=["GET"])
         return app
+
+    async def _voice_webhook(self) -> Response:
+        """Twilio's voice webhook: TwiML that connects the call's audio to our stream URL,
+        or ``busy`` when the gateway cannot take another call."""
+        form, refused = await self._twilio_request()
+        if refused is not None:
+            self.metrics.call_refused("signature")
+            return refused
+        if not self.registry.ready:
+            self.metrics.call_refused(self.registry.refusal_reason())
+            log.warning("rejected call %s: gateway %s", printable(form.get("CallSid", "?")),
+                        self.registry.why_not_ready())
+            return Response(reject_twiml("busy"), content_type="text/xml")
+        params = {name: form[name] for name in TWIML_PARAMETERS if form.get(name)}
+        url = self.stream_url(request.scope)
+        try:
+            twiml = connect_stream_twiml(url, params)
+        except ValueError as exc:  # a field TwiML cannot carry (control characters, 500+ chars)
+            log.warning("refused call %s: %s", printable(form.get("CallSid", "?")), printable(str(exc)))
+            return Response("bad request: a webhook field TwiML cannot carry\n", status=400,
+                            content_type="text/plain")
+        return Response(twiml, content_type="text/xml")
+
+    async def _status_callback(self) -> Response:
+        """Twilio's stream status callback: logged and counted."""
+        form, refused = await self._twilio_request()
+        if refused is not None:
+            return refused
+        self.status_callbacks += 1
+        log.info("stream status %s for call %s stream %s%s", printable(form.get("StreamEvent", "?")),
+                 printable(form.get("CallSid", "?")), printable(form.get("StreamSid", "?")),
+                 f": {printable(form['StreamError'])}" if form.get("StreamError") else "")
+        return Response("", status=204)
+
+    async def _healthz(self) -> Response:
+        return Response("ok\n", content_type="text/plain")
+
+    async def _readyz(self) -> Response:
+        if self.registry.ready:
+            return Response("ready\n", content_type="text/plain")
+        return Response(f"not ready: {self.registry.why_not_ready()}\n", status=503, content_type="text/plain")
+
+    async def _metrics_page(self) -> Response:
+        decision = self.read_access.decide(request.scope)
+        if not decision.allowed:
+            return Response(decision.why + "\n", status=decision.status, content_type="text/plain")
+        self.metrics.refresh(self.overload.busy)
+        return Response(self.metrics.render(), content_type=CONTENT_TYPE_LATEST)

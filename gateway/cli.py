@@ -109,9 +109,8 @@ def _setup_logging(level: int, log_format: str = "text", worker: bool = False) -
 
 
 def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .app import Gateway
-    from .serve import check_port_free, check_tls_files, serve_gateway
-    from .sinks import check_sinks, open_sinks
+    from .serve import check_port_free, check_tls_files
+    from .sinks import check_sinks
     from .workers import WORKER_FD_ENV, run_workers
 
     settings, chain = configure(args, env)
@@ -128,6 +127,13 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings.workers > 1:
         trio.run(check_sinks, settings.sinks, env)  # only workers open sinks: a bad one stops here
         return run_workers(settings, getattr(args, "argv", ["serve"]), env)
+    _warn_about_signatures(settings)
+    trio.run(_serve_process, settings, chain, env, listen_fd)
+    return 0
+
+
+def _warn_about_signatures(settings: Settings) -> None:
+    """Say loudly when anyone could stream audio in, or when signed URLs are rebuilt from headers."""
     if not settings.twilio_auth_token and not _is_loopback(settings.host):
         log.warning("TWILIO_AUTH_TOKEN is not set and %s is not loopback: ANYONE who finds this URL can "
                     "stream audio into it. Set TWILIO_AUTH_TOKEN to require Twilio signatures.", settings.host)
@@ -136,48 +142,56 @@ def _cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     "from the Host / X-Forwarded-* headers, which any client can set. Set --public-url to "
                     "the https:// address Twilio uses.")
 
-    async def main() -> None:
-        # Signals are ours from before the first request: a SIGTERM during start-up is a
-        # clean shutdown too, not the default kill.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
-            async def signalled() -> None:
-                async with trio.open_nursery() as either:
-                    async def signal_came() -> None:
-                        async for _ in signals:
-                            either.cancel_scope.cancel()
+async def _serve_process(settings: Settings, chain: ProviderChain, env: Mapping[str, str],
+                         listen_fd: int | None) -> None:
+    """One serving process (alone, or one worker of ``--workers N``) until it is told to stop."""
+    from .app import Gateway
+    from .serve import serve_gateway
+    from .sinks import open_sinks
 
-                    either.start_soon(signal_came)
-                    if listen_fd is not None:
-                        either.start_soon(_parent_gone, either.cancel_scope)
+    # Signals are ours from before the first request: a SIGTERM during start-up is a
+    # clean shutdown too, not the default kill.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
-            async def signalled_again() -> None:  # a second signal: end the live calls now
-                async for _ in signals:
-                    log.info("second signal: ending every live call now")
-                    return
+        async def signalled() -> None:
+            async with trio.open_nursery() as either:
+                async def signal_came() -> None:
+                    async for _ in signals:
+                        either.cancel_scope.cancel()
 
-            async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
-                    trio.open_nursery() as nursery:
-                gateway = Gateway(settings, chain, [hub])
-                binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
-                                                    hurry_trigger=signalled_again, grace=settings.drain_grace,
-                                                    listen_fd=listen_fd))
-                # Everything loaded so far lives as long as the process: keep it out of
-                # the collector's full passes, which otherwise re-scan it under load.
-                gc.collect()
-                gc.freeze()
-                # A call's objects are freed by reference counting, so full passes find nothing
-                # and stall every call while they scan the heap, and young passes triggered by
-                # calls' short-lived objects rescan every live call; rarer passes still collect
-                # error paths' cycles (bench/RESULTS.md, "Why the fast paths exist").
-                gc.set_threshold(GC_YOUNG_THRESHOLD, 10, GC_FULL_PASS_EVERY)
-                log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
-                         chain.primary.name, ",".join(hub.names),
-                         "required" if settings.twilio_auth_token else "NOT checked",
-                         gateway.read_access.describe())
+                either.start_soon(signal_came)
+                if listen_fd is not None:
+                    either.start_soon(_parent_gone, either.cancel_scope)
 
-    trio.run(main)
-    return 0
+        async def signalled_again() -> None:  # a second signal: end the live calls now
+            async for _ in signals:
+                log.info("second signal: ending every live call now")
+                return
+
+        async with open_sinks(settings.sinks, env, flush_timeout=settings.sink_flush_timeout) as hub, \
+                trio.open_nursery() as nursery:
+            gateway = Gateway(settings, chain, [hub])
+            binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
+                                                hurry_trigger=signalled_again, grace=settings.drain_grace,
+                                                listen_fd=listen_fd))
+            _settle_collector()
+            log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
+                     chain.primary.name, ",".join(hub.names),
+                     "required" if settings.twilio_auth_token else "NOT checked",
+                     gateway.read_access.describe())
+
+
+def _settle_collector() -> None:
+    """Once serving: everything loaded so far lives as long as the process, so keep it out
+    of the collector's passes, which otherwise re-scan it under load."""
+    gc.collect()
+    gc.freeze()
+    # A call's objects are freed by reference counting, so full passes find nothing
+    # and stall every call while they scan the heap, and young passes triggered by
+    # calls' short-lived objects rescan every live call; rarer passes still collect
+    # error paths' cycles (bench/RESULTS.md, "Why the fast paths exist").
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, GC_FULL_PASS_EVERY)
 
 
 async def _parent_gone(scope: trio.CancelScope) -> None:

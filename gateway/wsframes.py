@@ -126,6 +126,16 @@ def _repeat(n: int) -> tuple[int, int]:
     return value
 
 
+def _long_length(buffer: bytearray, pos: int) -> int:
+    """A frame's 64-bit payload length (RFC 6455 5.2: minimal, top bit clear)."""
+    length = int.from_bytes(buffer[pos + 2:pos + 10], "big")
+    if length < 1 << 16:
+        raise WebSocketError("a 64-bit length where 16 bits would do", 1002)
+    if length >> 63:
+        raise WebSocketError("a 64-bit length with its top bit set", 1002)
+    return length
+
+
 class FrameReader:
     """Frames in (``receive_data``), complete messages out, in order.  ``masked``: the
     peer's frames must be masked (a server reading a client) or must not be (a client
@@ -185,15 +195,10 @@ class FrameReader:
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buffer[pos + 2:pos + 10], "big"), 10 + key_bytes
-                if length < 1 << 16:
-                    raise WebSocketError("a 64-bit length where 16 bits would do", 1002)
-                if length >> 63:
-                    raise WebSocketError("a 64-bit length with its top bit set", 1002)
-            if not b1 & 0x80 and masked:
-                raise WebSocketError("a client frame must be masked", 1002)
-            if b1 & 0x80 and not masked:
-                raise WebSocketError("a server frame must not be masked", 1002)
+                length, head = _long_length(buffer, pos), 10 + key_bytes
+            if bool(b1 & 0x80) != masked:
+                raise WebSocketError("a client frame must be masked" if masked
+                                     else "a server frame must not be masked", 1002)
             if fast:
                 if length > limit:
                     raise WebSocketError(f"a message over {limit} bytes (max_message_bytes)", 1009)
@@ -202,10 +207,8 @@ class FrameReader:
             frame_end = pos + head + length
             if frame_end > end:
                 break
-            if masked:
-                payload = unmask(buffer[pos + head:frame_end], buffer[pos + head - 4:pos + head])
-            else:
-                payload = bytes(buffer[pos + head:frame_end])
+            payload = (unmask(buffer[pos + head:frame_end], buffer[pos + head - 4:pos + head]) if masked
+                       else bytes(buffer[pos + head:frame_end]))
             if fast:
                 try:
                     out.append(payload.decode("utf-8"))

@@ -123,33 +123,41 @@ class WebSocketSession:
                 if not receiving:  # so that a replay loop lets the reply it waits for in (a read was one)
                     await trio.lowlevel.checkpoint()
                 return
-            frame = ws.frame
-            data = frame(messages[0]) if len(messages) == 1 else b"".join(frame(m) for m in messages)
-            try:
-                rest = ws.write_nowait(data)
-                if rest is not None:  # the kernel's buffer is full: wait, bounded
-                    waited = True
-                    timeout = self._send_timeout
-                    bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
-                    try:
-                        await ws.send_rest(rest, None if bounded else timeout)
-                    except trio.TooSlowError:
-                        raise ProviderStalledError(
-                            self.provider, f"provider did not take audio for {timeout:g} s") from None
-                else:
-                    waited = False
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                if not ws.receiving:
-                    self._take(ws.poll())  # the server's close may be waiting to be read
-                self._connection_closed(ws.closed or CloseReason(1006, ""))
-                self._raise_closed()
+            written = await self._write(ws, messages)
+            if written is None:  # closed under us, and a finalized session's end: nothing more
                 return
+            waited = written
             self.messages_sent += len(messages)
             self.bytes_sent += sum(map(len, messages))
         finally:
             lock.release()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _write(self, ws: ClientWebSocket, messages: list[str | bytes]) -> bool | None:
+        """Every message as a frame, in one write; True when the kernel's buffer was full
+        and the rest had to wait (bounded by ``send_timeout``); None when the socket was
+        closed and the close is no error (the codec's close error is raised otherwise)."""
+        frame = ws.frame
+        data = frame(messages[0]) if len(messages) == 1 else b"".join(frame(m) for m in messages)
+        try:
+            rest = ws.write_nowait(data)
+            if rest is None:
+                return False
+            timeout = self._send_timeout
+            bounded = trio.current_effective_deadline() <= trio.current_time() + timeout
+            try:
+                await ws.send_rest(rest, None if bounded else timeout)
+            except trio.TooSlowError:
+                raise ProviderStalledError(
+                    self.provider, f"provider did not take audio for {timeout:g} s") from None
+            return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not ws.receiving:
+                self._take(ws.poll())  # the server's close may be waiting to be read
+            self._connection_closed(ws.closed or CloseReason(1006, ""))
+            self._raise_closed()
+            return None
 
     def _take(self, messages: list[str | bytes]) -> None:
         """Messages read from the socket, through the codec, into the event queue."""

@@ -322,10 +322,17 @@ async def test_workers_whose_parent_died_drain_their_calls_and_exit(tmp_path):
 
 
 async def test_a_worker_that_keeps_dying_is_restarted_after_growing_pauses(tmp_path):
-    # the parent checks the spec; only a worker opens the sink, and this one cannot
+    # a sink the parent can open (it checks every sink first) and a worker cannot
+    (tmp_path / "parent_only_sink.py").write_text(
+        "import os\n"
+        "if os.environ.get('EARPIECE_WORKER_FD'):\n"
+        "    raise ImportError('this sink opens in the parent only')\n"
+        "def write(event):\n"
+        "    pass\n")
     command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", "0", "--provider",
-               "scripted", "--sink", f"jsonl:{tmp_path / 'missing' / 'events.jsonl'}"]
+               "scripted", "--sink", "python:parent_only_sink:write"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EARPIECE_", "PROMETHEUS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     with trio.fail_after(TEST_LIMIT):
         process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                                    env=env, cwd=str(Path(__file__).resolve().parents[2]))

@@ -1,5 +1,4 @@
-"""The Twilio Media Streams state machine (the encoders live in ``encoders.py`` and are
-re-exported here).
+"""The Twilio Media Streams state machine (what either side sends is built by ``encoders.py``).
 
 Sans-I/O: text in, events out; arguments in, text out.  No trio, no clock, no logging.
 """
@@ -11,17 +10,6 @@ import enum
 import attrs
 
 from .converter import EVENT_NAMES, decode_message
-from .encoders import (
-    encode_clear,
-    encode_connected,
-    encode_dtmf,
-    encode_mark,
-    encode_mark_event,
-    encode_media,
-    encode_media_event,
-    encode_start,
-    encode_stop,
-)
 from .errors import TwilioLimitError, TwilioOrderError, TwilioProtocolError, UnsupportedMediaFormatError
 from .events import (
     MULAW_8K_MONO,
@@ -42,15 +30,6 @@ __all__ = [
     "DecoderStatistics",
     "TwilioStreamDecoder",
     "SUPPORTED_MEDIA_FORMAT",
-    "encode_media",
-    "encode_mark",
-    "encode_clear",
-    "encode_connected",
-    "encode_start",
-    "encode_media_event",
-    "encode_dtmf",
-    "encode_mark_event",
-    "encode_stop",
 ]
 
 #: The one format the gateway decodes; anything else in ``start`` is refused.

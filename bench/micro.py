@@ -171,7 +171,7 @@ def stack_cases() -> dict[str, Callable[[int], None]]:
         for _ in range(n):
             conn.send(TextMessage(data=provider_text))
 
-    from gateway.wsframes import ServerFrameReader
+    from providers.wsframes import ServerFrameReader
 
     def ours_parse(n: int) -> None:
         reader = ServerFrameReader(65_536)

@@ -181,13 +181,13 @@ async def one_run(open_session: Opener, calls: int, batches: int, keepalive: flo
 async def raw_run(port: int, calls: int, batches: int) -> float:
     """The floor under the same work without a session: per batch a receive from a
     memory channel (one checkpoint, as the sender's), the ElevenLabs codec, one masked
-    client frame (random key, ``gateway.wsframes.unmask``'s XOR) and one ``send`` on
+    client frame (random key, ``providers.wsframes.unmask``'s XOR) and one ``send`` on
     the non-blocking socket (waiting only when the kernel buffer is full).  No lock, no
     wsproto, no cancel scope, no second checkpoint.  µs of this thread's CPU per batch."""
     import base64
     import random
 
-    from gateway.wsframes import unmask
+    from providers.wsframes import unmask
 
     request = (f"GET {RESOURCE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"

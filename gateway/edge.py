@@ -9,7 +9,7 @@ A Media Stream is 50 small frames a second for the whole call; Hypercorn's WebSo
 layer spends more CPU per frame (h11/wsproto events, an ASGI message, a second task)
 than the rest of the call does.  So the edge looks at each new connection's first
 request: a WebSocket upgrade of ``/twilio/stream`` is answered here and its frames are
-parsed by ``gateway.wsframes``; every other request, and every byte of it, goes to
+parsed by ``providers.wsframes``; every other request, and every byte of it, goes to
 Hypercorn unchanged (webhooks, health, a keep-alive connection's later requests).
 Lifespan, TLS (``--certfile``), graceful shutdown and the log lines are Hypercorn's.
 
@@ -39,7 +39,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from .stream_socket import SocketStreamUpgrade, SocketTransport, StreamTransport, Transport
-from .wsframes import http_response
+from providers.wsframes import http_response
 
 __all__ = ["serve_edge", "parse_stream_upgrade", "UpgradeRequest"]
 

@@ -30,7 +30,7 @@ import trio
 
 from providers.twilio import TwilioProtocolError
 
-from .wsframes import (
+from providers.wsframes import (
     CloseReceived,
     Ping,
     ServerFrameReader,

@@ -4,7 +4,7 @@ to the stream by the sender, frames read by whoever calls ``receive``.
 A general WebSocket library costs a provider session, per call: a reader task, a
 message channel and the library's state, and, per 100 ms batch, an event object, a
 lock, a stream lock and two passes of trio's run loop before the bytes reach the
-kernel.  Here a batch is one masked frame (``gateway.wsframes.client_frame``) and one
+kernel.  Here a batch is one masked frame (``providers.wsframes.client_frame``) and one
 non-blocking write; the session's receive side reads the socket itself.
 
 The parts:
@@ -33,7 +33,7 @@ import attrs
 import h11
 import trio
 
-from gateway.wsframes import (
+from .wsframes import (
     CloseReceived,
     ClientFrameReader,
     Ping,

@@ -24,7 +24,7 @@ from gateway.app import STREAM_PATH, Gateway
 from gateway.config import Settings
 from gateway.edge import ACCEPT_ERRORS_LOG_INTERVAL, ACCEPT_ERRORS_PAUSE, HEAD_TIMEOUT, Edge
 from gateway.serve import hypercorn_config, serve_gateway
-from gateway.wsframes import MAX_FRAGMENTS, ServerFrameReader, WebSocketError
+from providers.wsframes import MAX_FRAGMENTS, ServerFrameReader, WebSocketError
 from providers.scripted import ScriptedProvider
 from tests.conftest import running_gateway
 from tests.helpers import ListSink

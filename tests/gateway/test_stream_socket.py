@@ -15,7 +15,7 @@ import trio
 
 from gateway.edge import parse_stream_upgrade
 from gateway.stream_socket import SocketTransport, SocketTextSource
-from gateway.wsframes import (
+from providers.wsframes import (
     CloseReceived,
     Ping,
     Pong,

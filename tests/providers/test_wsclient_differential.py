@@ -11,7 +11,7 @@
   same messages, in order, then the same close.
 
 wsproto is driven through its public API only.  As in
-``tests/gateway/test_wsframes_differential.py``, its one departure from us (no size limit) is
+``tests/providers/test_wsframes_differential.py``, its one departure from us (no size limit) is
 kept out of the streams."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from wsproto.events import (
     TextMessage,
 )
 
-from gateway.wsframes import ClientFrameReader, CloseReceived, Ping, Pong, WebSocketError, client_close_frame
+from providers.wsframes import ClientFrameReader, CloseReceived, Ping, Pong, WebSocketError, client_close_frame
 from providers.wsconnection import ClientWebSocket
-from tests.gateway.test_wsframes_differential import CLOSE_CODES, _pieces, _split, encode
+from tests.providers.test_wsframes_differential import CLOSE_CODES, _pieces, _split, encode
 
 DIFFERENTIAL = settings(max_examples=300, deadline=None)
 LIMIT = 1 << 20  # far above any stream here: wsproto has no limit to compare

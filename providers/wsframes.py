@@ -27,6 +27,9 @@ it is.
 
 ``handshake_response`` / ``http_response`` / ``close_frame`` / ``pong_frame`` build what
 the server sends (server frames are not masked).
+
+It lives in ``providers/`` because the provider client uses it as well as the gateway's
+stream socket, and imports flow one way: ``gateway`` → ``actors`` → ``providers``.
 """
 
 from __future__ import annotations

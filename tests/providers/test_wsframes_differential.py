@@ -1,4 +1,4 @@
-"""``gateway.wsframes`` against wsproto's server side: the same random client frame
+"""``providers.wsframes`` against wsproto's server side: the same random client frame
 streams (masked, fragmented, control frames between fragments, bad opcodes, reserved
 bits, bad close codes, UTF-8 cut or broken at fragment boundaries, lengths in a longer
 form than needed or with the top bit set, unmasked frames), fed whole, byte by byte and
@@ -26,7 +26,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from gateway.wsframes import MAX_FRAGMENTS, CloseReceived, Ping, Pong, ServerFrameReader, WebSocketError
+from providers.wsframes import MAX_FRAGMENTS, CloseReceived, Ping, Pong, ServerFrameReader, WebSocketError
 
 DIFFERENTIAL = settings(max_examples=300, deadline=None)
 LIMIT = 1 << 20  # max_message_bytes far above any stream here: wsproto has no limit to compare

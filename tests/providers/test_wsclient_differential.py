@@ -33,7 +33,7 @@ from wsproto.events import (
 
 from providers.wsframes import ClientFrameReader, CloseReceived, Ping, Pong, WebSocketError, client_close_frame
 from providers.wsconnection import ClientWebSocket
-from tests.providers.test_wsframes_differential import CLOSE_CODES, _pieces, _split, encode
+from tests.providers.test_wsframes_differential import _pieces, frame_streams
 
 DIFFERENTIAL = settings(max_examples=300, deadline=None)
 LIMIT = 1 << 20  # far above any stream here: wsproto has no limit to compare
@@ -44,70 +44,9 @@ Outcome = tuple[Any, ...]
 # ------------------------------------------------------------------- server frame streams
 
 
-keys = st.one_of(st.none(), st.none(), st.none(), st.binary(min_size=4, max_size=4))  # mostly unmasked
-small_bytes = st.binary(max_size=40)
-
-
-@st.composite
-def control_frame(draw: st.DrawFn) -> bytes:
-    opcode = draw(st.sampled_from([0x8, 0x9, 0xA]))
-    if opcode == 0x8:
-        payload = draw(st.one_of(
-            st.just(b""),
-            st.binary(min_size=1, max_size=1),
-            st.tuples(st.sampled_from(CLOSE_CODES),
-                      st.one_of(st.text(max_size=20).map(str.encode), small_bytes)).map(
-                lambda c: c[0].to_bytes(2, "big") + c[1]),
-        ))
-    else:
-        payload = draw(st.one_of(small_bytes, st.binary(min_size=120, max_size=130)))  # > 125: a violation
-    fin = draw(st.booleans()) if draw(st.integers(0, 9)) == 0 else True
-    return encode((0x80 if fin else 0) | opcode, payload, draw(keys))
-
-
-@st.composite
-def message_frames(draw: st.DrawFn) -> list[bytes]:
-    """A text or binary message in 1-4 fragments (UTF-8 cut anywhere, sometimes broken),
-    control frames sometimes between the fragments."""
-    text = draw(st.booleans())
-    if text:
-        payload = draw(st.text(max_size=30)).encode()
-        if payload and draw(st.integers(0, 4)) == 0:
-            i = draw(st.integers(0, len(payload) - 1))
-            payload = payload[:i] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\x80"])) + payload[i + 1:]
-    else:
-        payload = draw(st.one_of(small_bytes, st.binary(min_size=126, max_size=300)))
-    pieces = _split(payload, draw(st.lists(st.integers(0, len(payload)), max_size=3)))
-    frames = []
-    for i, piece in enumerate(pieces):
-        opcode = (0x1 if text else 0x2) if i == 0 else 0x0
-        fin = i == len(pieces) - 1
-        frames.append(encode((0x80 if fin else 0) | opcode, piece, draw(keys)))
-        if not fin and draw(st.integers(0, 3)) == 0:
-            frames.append(draw(control_frame()))
-    return frames
-
-
-@st.composite
-def odd_frame(draw: st.DrawFn) -> bytes:
-    """A frame a conforming server would not send (or sends rarely, like a long length form)."""
-    kind = draw(st.sampled_from(["any first byte", "length form", "masked", "continuation"]))
-    payload = draw(small_bytes)
-    if kind == "any first byte":
-        return encode(draw(st.integers(0, 255)), payload, draw(keys))
-    if kind == "length form":
-        b0 = draw(st.sampled_from([0x81, 0x82, 0x89, 0x01, 0x80]))
-        return encode(b0, payload, draw(keys), draw(st.sampled_from(["16", "64", "top bit"])))
-    if kind == "masked":
-        return encode(draw(st.sampled_from([0x81, 0x82, 0x89, 0x88])), payload, draw(st.binary(min_size=4, max_size=4)))
-    return encode(draw(st.sampled_from([0x00, 0x80])), payload, draw(keys))
-
-
-streams = st.lists(
-    st.one_of(message_frames(), message_frames(), message_frames(),
-              control_frame().map(lambda f: [f]), odd_frame().map(lambda f: [f])),
-    min_size=1, max_size=8,
-).map(lambda items: b"".join(frame for item in items for frame in item))
+# Servers do not mask; a masked frame now and then is a violation the reader must refuse.
+keys = st.one_of(st.none(), st.none(), st.none(), st.binary(min_size=4, max_size=4))
+streams = frame_streams(keys, wrong_keys=st.binary(min_size=4, max_size=4))
 
 
 # ------------------------------------------------------------------- the two client readers

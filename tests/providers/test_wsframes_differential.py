@@ -67,7 +67,7 @@ small_bytes = st.binary(max_size=40)
 
 
 @st.composite
-def control_frame(draw: st.DrawFn) -> bytes:
+def control_frame(draw: st.DrawFn, keys: st.SearchStrategy[bytes | None]) -> bytes:
     opcode = draw(st.sampled_from([0x8, 0x9, 0xA]))
     if opcode == 0x8:
         payload = draw(st.one_of(
@@ -89,7 +89,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @st.composite
-def message_frames(draw: st.DrawFn) -> list[bytes]:
+def message_frames(draw: st.DrawFn, keys: st.SearchStrategy[bytes | None]) -> list[bytes]:
     """A text or binary message in 1-4 fragments (UTF-8 cut anywhere, sometimes broken),
     control frames sometimes between the fragments."""
     text = draw(st.booleans())
@@ -107,30 +107,38 @@ def message_frames(draw: st.DrawFn) -> list[bytes]:
         fin = i == len(pieces) - 1
         frames.append(encode((0x80 if fin else 0) | opcode, piece, draw(keys)))
         if not fin and draw(st.integers(0, 3)) == 0:
-            frames.append(draw(control_frame()))
+            frames.append(draw(control_frame(keys)))
     return frames
 
 
 @st.composite
-def odd_frame(draw: st.DrawFn) -> bytes:
-    """A frame a conforming client would not send (or sends rarely, like a long length form)."""
-    kind = draw(st.sampled_from(["any first byte", "length form", "unmasked", "continuation"]))
+def odd_frame(draw: st.DrawFn, keys: st.SearchStrategy[bytes | None],
+              wrong_keys: st.SearchStrategy[bytes | None]) -> bytes:
+    """A frame a conforming peer would not send (or sends rarely, like a long length form);
+    ``wrong_keys``: the masking the reader must refuse."""
+    kind = draw(st.sampled_from(["any first byte", "length form", "wrong masking", "continuation"]))
     payload = draw(small_bytes)
     if kind == "any first byte":
         return encode(draw(st.integers(0, 255)), payload, draw(keys))
     if kind == "length form":
         b0 = draw(st.sampled_from([0x81, 0x82, 0x89, 0x01, 0x80]))
         return encode(b0, payload, draw(keys), draw(st.sampled_from(["16", "64", "top bit"])))
-    if kind == "unmasked":
-        return encode(draw(st.sampled_from([0x81, 0x82, 0x89, 0x88])), payload, None)
+    if kind == "wrong masking":
+        return encode(draw(st.sampled_from([0x81, 0x82, 0x89, 0x88])), payload, draw(wrong_keys))
     return encode(draw(st.sampled_from([0x00, 0x80])), payload, draw(keys))
 
 
-streams = st.lists(
-    st.one_of(message_frames(), message_frames(), message_frames(),  # mostly what clients send
-              control_frame().map(lambda f: [f]), odd_frame().map(lambda f: [f])),
-    min_size=1, max_size=8,
-).map(lambda items: b"".join(frame for item in items for frame in item))
+def frame_streams(keys: st.SearchStrategy[bytes | None],
+                  wrong_keys: st.SearchStrategy[bytes | None]) -> st.SearchStrategy[bytes]:
+    """Streams of mostly well-formed messages, with control and odd frames among them."""
+    return st.lists(
+        st.one_of(message_frames(keys), message_frames(keys), message_frames(keys),
+                  control_frame(keys).map(lambda f: [f]), odd_frame(keys, wrong_keys).map(lambda f: [f])),
+        min_size=1, max_size=8,
+    ).map(lambda items: b"".join(frame for item in items for frame in item))
+
+
+streams = frame_streams(keys, wrong_keys=st.none())  # clients mask; an unmasked frame is the wrong kind
 
 
 # ------------------------------------------------------------------- the two readers

@@ -37,8 +37,7 @@ class SessionMonitor:
     """One session's liveness.  The session's ``ReplayLink`` reports each batch it sends
     (``sending``), each the session took (``accepted``) and each event (``answered``);
     the session's work runs inside ``watching()``, which cancels it and raises
-    ``ProviderStalledError`` when the session stalls (``run`` is the same as a task of
-    its own).  ``healthy`` becomes True once the session proved itself.
+    ``ProviderStalledError`` when the session stalls.  ``healthy`` becomes True once the session proved itself.
 
     The watchdog is a cancel scope around the session, not a task: its deadline is only
     ever set to the moment the session *will* be stalled if nothing changes (enough
@@ -166,8 +165,3 @@ class SessionMonitor:
                 self.provider, f"no progress for {self.hurry_timeout:g} s after the caller hung up")
         what = "the end of the audio" if self._audio_ended else f"{self.unanswered_ms / 1000:g} s of speech"
         return ProviderStalledError(self.provider, f"no answer to {what} (watchdog: {self.stall_timeout:g} s)")
-
-    async def run(self) -> None:
-        """The watchdog as a task of its own: returns never; raises ``ProviderStalledError``."""
-        with self.watching():
-            await trio.sleep_forever()

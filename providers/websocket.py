@@ -32,7 +32,7 @@ from .errors import (
     error_for_http_status,
 )
 from .events import Finalized, ProviderClosed, ProviderEvent, ProviderFailed
-from .wsclient import ConnectTimeout, open_client_websocket
+from .wsclient import MAX_MESSAGE_SIZE, ConnectTimeout, open_client_websocket
 from .wsconnection import ClientWebSocket, CloseReason, ConnectionClosed, HandshakeError, HandshakeRejected
 
 __all__ = ["WebSocketSession", "open_websocket_session", "END_TIMEOUT"]
@@ -43,7 +43,6 @@ CONNECT_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
 DISCONNECT_TIMEOUT = 2.0
 END_TIMEOUT = 1.0  # how far past its caller's deadline a session's graceful end may run
-MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
 
 class WebSocketSession:

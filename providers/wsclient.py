@@ -21,7 +21,9 @@ import trio
 
 from .wsconnection import ClientWebSocket, client_handshake
 
-__all__ = ["WatchedStream", "WebSocketTarget", "ConnectTimeout", "open_client_websocket"]
+__all__ = ["WatchedStream", "WebSocketTarget", "ConnectTimeout", "open_client_websocket", "MAX_MESSAGE_SIZE"]
+
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # the largest provider message we read (bytes)
 
 
 class WatchedStream(trio.abc.Stream):
@@ -122,7 +124,7 @@ async def open_client_websocket(
     *,
     connect_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
-    max_message_size: int = 4 * 1024 * 1024,
+    max_message_size: int = MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[ClientWebSocket]:
     """Connect and complete the opening handshake within ``connect_timeout`` seconds,
     then yield the connection.  On exit the stream is closed (abruptly if the caller

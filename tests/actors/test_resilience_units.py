@@ -143,9 +143,8 @@ def test_speech_gate_tells_line_silence_from_speech_in_both_formats():
 
 async def test_stall_monitor_needs_both_time_and_speech_without_an_answer(autojump_clock):
     monitor = SessionMonitor("x", stall_timeout=2.0, healthy_ms=5000)
-    with pytest.RaisesGroup(ProviderStalledError):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(monitor.run)
+    with pytest.raises(ProviderStalledError):
+        with monitor.watching():
             monitor.sending(3000, speech=True)  # a burst: enough speech, no time yet
             await trio.sleep(1.9)
             monitor.answered()  # an answer resets it

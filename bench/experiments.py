@@ -39,6 +39,13 @@ Variants:
     ``ReplayBuffer.mark_sent``), and per
     batched read whether ``SO_RCVLOWAT``'s mark came or ``patience`` ran out; printed at
     exit.
+``step_report``
+    nothing switched off: how often trio ran each kind of task (by the last part of the
+    task's name) and the thread CPU inside those steps, the CPU in ``epoll`` waits and
+    the rest (trio's run loop between steps), printed at exit.
+``long_pass_report``
+    nothing switched off: every run-loop pass over 3 ms of thread CPU, with the tasks
+    it ran and their CPU, printed at exit (what makes a batch wait behind others).
 ``heap_report``
     nothing switched off: ``tracemalloc`` from start-up (it slows the gateway: memory
     only), a snapshot every second from a thread; at exit the fullest snapshot minus the
@@ -317,6 +324,110 @@ def loop_report() -> None:
         print(f"loop_report passes > 50 us: {_dist(busy)}", file=sys.stderr, flush=True)
 
 
+def step_report() -> None:
+    import atexit
+    import collections
+    import os
+    import time
+
+    import trio
+
+    steps: collections.Counter[str] = collections.Counter()
+    cpu: collections.Counter[str] = collections.Counter()  # thread CPU ns inside each kind's steps
+    waits = [0, 0, 0]  # epoll waits, of which returned at once (timeout 0), CPU ns in waits
+    at = [0, 0]  # thread CPU at the step's / the wait's start
+
+    class StepCounter(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            at[0] = time.thread_time_ns()
+
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            name = ".".join(task.name.rsplit(".", 2)[-2:])
+            steps[name] += 1
+            cpu[name] += time.thread_time_ns() - at[0]
+
+        def before_io_wait(self, timeout: float) -> None:
+            waits[0] += 1
+            waits[1] += timeout == 0
+            at[1] = time.thread_time_ns()
+
+        def after_io_wait(self, timeout: float) -> None:
+            waits[2] += time.thread_time_ns() - at[1]
+
+    original = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), StepCounter()]
+        return original(*args, **kwargs)
+
+    trio.run = run
+
+    @atexit.register
+    def report() -> None:
+        times = os.times()
+        total = time.thread_time_ns()
+        in_steps = sum(cpu.values())
+        print(f"step_report process CPU s: user {times.user:.2f} system {times.system:.2f}; "
+              f"main thread {total / 1e9:.2f}: in task steps {in_steps / 1e9:.2f}, in epoll waits "
+              f"{waits[2] / 1e9:.2f}, the rest (the run loop between steps, start-up) "
+              f"{(total - in_steps - waits[2]) / 1e9:.2f}", file=sys.stderr, flush=True)
+        print(f"step_report io waits: {waits[0]} ({waits[1]} without waiting)", file=sys.stderr, flush=True)
+        for name, n in steps.most_common(25):
+            print(f"step_report {n:>10} steps {cpu[name] / 1e9:8.2f} s {cpu[name] / n / 1e3:8.1f} us/step  {name}",
+                  file=sys.stderr, flush=True)
+
+
+def long_pass_report() -> None:
+    import atexit
+    import collections
+    import time
+
+    import trio
+
+    long: list[tuple[float, collections.Counter[str], dict[str, float]]] = []
+
+    class PassTracer(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.t = 0
+            self.step_t = 0
+            self.steps: collections.Counter[str] = collections.Counter()
+            self.cpu: dict[str, float] = collections.defaultdict(float)
+
+        def after_io_wait(self, timeout: float) -> None:
+            self.t = time.thread_time_ns()
+            self.steps = collections.Counter()
+            self.cpu = collections.defaultdict(float)
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.step_t = time.thread_time_ns()
+
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            name = ".".join(task.name.rsplit(".", 2)[-2:])
+            self.steps[name] += 1
+            self.cpu[name] += (time.thread_time_ns() - self.step_t) / 1e6
+
+        def before_io_wait(self, timeout: float) -> None:
+            if self.t:
+                ms = (time.thread_time_ns() - self.t) / 1e6
+                if ms > 3:
+                    long.append((ms, self.steps, dict(self.cpu)))
+
+    original = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassTracer()]
+        return original(*args, **kwargs)
+
+    trio.run = run
+
+    @atexit.register
+    def report() -> None:
+        print(f"long_pass_report passes > 3 ms: {len(long)}", file=sys.stderr, flush=True)
+        for ms, steps, cpu in sorted(long, key=lambda x: -x[0])[:40]:
+            parts = ", ".join(f"{k} {n}x {cpu[k]:.2f}ms" for k, n in steps.most_common(6))
+            print(f"long_pass_report {ms:.2f} ms: {parts}", file=sys.stderr, flush=True)
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
     "via_hypercorn": via_hypercorn,
     "no_rcvlowat": no_rcvlowat,
@@ -326,6 +437,8 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "gc_default": gc_default,
     "gc_young_700": gc_young_700,
     "loop_report": loop_report,
+    "step_report": step_report,
+    "long_pass_report": long_pass_report,
     "batch_report": batch_report,
     "heap_report": heap_report,
     "none": lambda: None,

@@ -68,6 +68,7 @@ HEAD_TIMEOUT = 10.0  # seconds for the upgrade request to arrive
 CONNECT_TIMEOUT = 10.0  # seconds for the provider's handshake
 FINAL_TIMEOUT = 5.0  # seconds for the provider to answer the end-of-audio commit
 CLOSE_TIMEOUT = 2.0  # seconds for the provider to answer our close
+SEND_TIMEOUT = 5.0  # seconds for a provider that stopped reading to take a batch
 
 
 async def _offer(send: trio.MemorySendChannel, item: object) -> None:
@@ -121,7 +122,7 @@ async def _write(ws: ClientWebSocket, codec: ElevenLabsCodec) -> None:
     if messages:
         rest = ws.write_nowait(b"".join(map(ws.frame, messages)))
         if rest is not None:
-            await ws.send_rest(rest, None)
+            await ws.send_rest(rest, SEND_TIMEOUT)
 
 
 async def sender(ws: ClientWebSocket, codec: ElevenLabsCodec, audio_receive: trio.MemoryReceiveChannel[bytes],
@@ -227,7 +228,8 @@ async def handle(provider: ElevenLabsProvider, stream: trio.SocketStream) -> Non
             failures = await run_call(source, provider)
             if failures:  # a malformed message ended the stream; a frame-level violation's own code wins
                 code, reason = 1008, str(failures[0])[:120]
-        except* (OSError, trio.BrokenResourceError, ConnectionClosed, HandshakeError, ConnectTimeout) as group:
+        except* (OSError, trio.BrokenResourceError, trio.TooSlowError, ConnectionClosed, HandshakeError,
+                 ConnectTimeout) as group:
             log.warning("the provider failed a call: %r", group.exceptions[0])
             code, reason = 1011, "provider unavailable"
         await stream_upgrade.close(code, reason)

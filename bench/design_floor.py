@@ -43,6 +43,7 @@ import os
 import socket
 import sys
 from functools import partial
+from typing import TypeVar
 
 import orjson
 import trio
@@ -59,6 +60,8 @@ from providers.wsconnection import ClientWebSocket, ConnectionClosed, HandshakeE
 from providers.wsframes import http_response
 
 log = logging.getLogger("design_floor")
+T = TypeVar("T")
+Transcript = PartialTranscript | FinalTranscript
 
 BATCH_FRAMES = 5  # 20 ms media frames per batch: 100 ms, as earpiece batches
 CHANNEL_SIZE = 20  # batches (or events) a channel holds before its sender waits
@@ -71,7 +74,7 @@ CLOSE_TIMEOUT = 2.0  # seconds for the provider to answer our close
 SEND_TIMEOUT = 5.0  # seconds for a provider that stopped reading to take a batch
 
 
-async def _offer(send: trio.MemorySendChannel, item: object) -> None:
+async def _offer(send: trio.MemorySendChannel[T], item: T) -> None:
     """Send without a pass through the scheduler when there is room (the cheap case);
     wait when the channel is full: slower, never lossy."""
     try:
@@ -143,7 +146,7 @@ async def sender(ws: ClientWebSocket, codec: ElevenLabsCodec, audio_receive: tri
         await ws.send_rest(rest, CLOSE_TIMEOUT)
 
 
-async def receiver(ws: ClientWebSocket, codec: ElevenLabsCodec, events_send: trio.MemorySendChannel[object],
+async def receiver(ws: ClientWebSocket, codec: ElevenLabsCodec, events_send: trio.MemorySendChannel[Transcript],
                    finalized: trio.Event, receiving: trio.CancelScope) -> None:
     """The provider's messages → transcript events, until its close."""
     async with events_send:
@@ -159,16 +162,20 @@ async def receiver(ws: ClientWebSocket, codec: ElevenLabsCodec, events_send: tri
                         if kind is Finalized:
                             finalized.set()
                         elif kind is PartialTranscript or kind is FinalTranscript:
-                            await _offer(events_send, event)
+                            await _offer(events_send, event)  # type: ignore[arg-type]
 
 
-async def emitter(events_receive: trio.MemoryReceiveChannel[object]) -> None:
-    """Each transcript rendered as a sink's JSON line, then dropped: the floor has no I/O."""
+def render(event: Transcript) -> bytes:
+    """A transcript as the JSON line a sink would write."""
+    kind = "partial" if type(event) is PartialTranscript else "committed"
+    return orjson.dumps({"type": kind, "text": event.text, "start_ms": event.start_ms, "end_ms": event.end_ms}) + b"\n"
+
+
+async def emitter(events_receive: trio.MemoryReceiveChannel[Transcript]) -> None:
+    """Each transcript rendered, then dropped: the floor's sink does no I/O."""
     async with events_receive:
         async for event in events_receive:
-            kind = "partial" if type(event) is PartialTranscript else "committed"
-            orjson.dumps({"type": kind, "text": event.text, "start_ms": event.start_ms,  # type: ignore[attr-defined]
-                          "end_ms": event.end_ms}) + b"\n"  # type: ignore[attr-defined]
+            render(event)
 
 
 async def run_call(source: SocketTextSource, provider: ElevenLabsProvider) -> list[TwilioProtocolError]:
@@ -181,7 +188,7 @@ async def run_call(source: SocketTextSource, provider: ElevenLabsProvider) -> li
         finalized, receiving = trio.Event(), trio.CancelScope()
         mulaw_send, mulaw_receive = trio.open_memory_channel[bytes](CHANNEL_SIZE)
         audio_send, audio_receive = trio.open_memory_channel[bytes](CHANNEL_SIZE)
-        events_send, events_receive = trio.open_memory_channel[object](CHANNEL_SIZE)
+        events_send, events_receive = trio.open_memory_channel[Transcript](CHANNEL_SIZE)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader, source, mulaw_send, failures)
             nursery.start_soon(resampler, mulaw_receive, audio_send)

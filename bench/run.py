@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py                         # ours vs bare forwarder, default levels
     .venv/bin/python bench/run.py --levels 100,200 --call-seconds 15
-    .venv/bin/python bench/run.py --profile 200           # py-spy of ours at 200 calls
+    .venv/bin/python bench/run.py --profile 200           # py-spy of ours at 200 calls (PYSPY_RATE samples/s, default 200)
     .venv/bin/python bench/run.py --workers 2 --levels 100,150,200,250,300   # 1 worker vs 2, same run
 
 For every level, for every system in turn (interleaved, so background noise hits both):
@@ -305,7 +305,7 @@ def _start_profilers(pid: int, duration: float, rundir: Path, tag: str) -> list[
         print("  py-spy not installed in the venv (pip install py-spy): no profile", flush=True)
         return []
     seconds = str(max(1, int(duration)))
-    common = ["--pid", str(pid), "--duration", seconds, "--rate", "200", "--nonblocking"]
+    common = ["--pid", str(pid), "--duration", seconds, "--rate", os.environ.get("PYSPY_RATE", "200"), "--nonblocking"]
     return [start([str(spy), "record", *common, "--format", fmt, "-o", str(rundir / f"{tag}.profile.{ext}")],
                   TOOLS_CORE, rundir / f"{tag}.pyspy-{ext}.log")
             for fmt, ext in (("flamegraph", "svg"), ("raw", "txt"), ("speedscope", "speedscope.json"))]

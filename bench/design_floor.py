@@ -40,6 +40,7 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 from functools import partial
@@ -272,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProviderConfigError as exc:
         print(f"design_floor: {exc}", file=sys.stderr)
         return 2
+    # The harness stops a gateway with SIGTERM: end as on Ctrl-C, so that exit hooks
+    # (bench/experiments.py's reports) still run.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         trio.run(serve, provider, args.port)
     except KeyboardInterrupt:

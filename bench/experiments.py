@@ -3,7 +3,9 @@
     python bench/experiments.py VARIANT[,VARIANT...] -- serve --provider elevenlabs --port 8080 ...
 
 Runs ``earpiece`` (``gateway.cli.main``) after applying the named patches to this
-process only; nothing on disk changes.  ``bench/run.py`` runs variants side by side with
+process only; nothing on disk changes.  With a script after ``--`` instead of
+earpiece's arguments (``-- bench/design_floor.py --port 8080``) the reports
+(``step_report``, ``loop_report``, ...) measure that gateway instead.  ``bench/run.py`` runs variants side by side with
 the unpatched gateway and the bare forwarder, interleaved per level::
 
     T='python bench/experiments.py {v} -- serve --provider {provider} --port {port} --sink jsonl:{events}'
@@ -460,6 +462,12 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         VARIANTS[name]()
+    if argv[2:3] and argv[2].endswith(".py"):  # another gateway script (bench/design_floor.py) under the same report
+        import runpy
+
+        sys.argv = argv[2:]
+        runpy.run_path(argv[2], run_name="__main__")
+        return 0
     from gateway.cli import main as earpiece
 
     return earpiece(argv[2:])

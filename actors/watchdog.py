@@ -109,9 +109,9 @@ class SessionMonitor:
         return self._silent() or self._idle_after_hang_up()
 
     def _silent(self) -> bool:
-        since = self._unanswered_since
-        return (since is not None and trio.current_time() >= since + self.stall_timeout
-                and (self.unanswered_ms >= self.stall_timeout * 1000 or self._audio_ended))
+        since = self._unanswered_since  # the clock is read last: most sends stop short of it
+        return (since is not None and (self.unanswered_ms >= self.stall_timeout * 1000 or self._audio_ended)
+                and trio.current_time() >= since + self.stall_timeout)
 
     def _idle_after_hang_up(self) -> bool:
         return (self._progress_at is not None and self.hurry_timeout is not None
@@ -130,12 +130,15 @@ class SessionMonitor:
         return deadline
 
     def _rearm(self) -> None:
-        if self._scope is None:
+        scope = self._scope
+        if scope is None:
             return
         if self.stalled():
-            self._scope.cancel()
-        else:
-            self._scope.deadline = self._deadline()
+            scope.cancel()
+            return
+        deadline = self._deadline()
+        if deadline != scope.deadline:  # most speech sends leave it unarmed: setting it costs as a move
+            scope.deadline = deadline
 
     def watching(self) -> SessionMonitor:
         """Run the session's work in ``with monitor.watching():``: once the session

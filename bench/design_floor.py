@@ -10,7 +10,7 @@ this file has none of them, so its CPU per call-second is the design's floor on 
 stack: if the floor is above the target, no implementation of the design meets it; the
 distance between it and earpiece is what the features cost.
 
-Per Twilio Media Stream (``trio.serve_tcp`` on 127.0.0.1, any path upgraded)::
+Per Twilio Media Stream (``trio.serve_tcp`` on 127.0.0.1, upgraded at ``/twilio/stream``)::
 
     reader ─mulaw─▶ resampler ─audio─▶ sender ──▶ provider socket
                                                       │
@@ -31,13 +31,12 @@ makes its sender wait.  The garbage collector is set as ``earpiece serve`` sets 
 
 Left out, on purpose: replay buffer, watchdog, statistics, limits, metrics, per-frame
 logging, Twilio's order/sequence checks, DTMF and marks, reconnection and fail-over,
-signatures, sinks, Hypercorn and every HTTP route.  Not for production.
+signatures, sinks, Hypercorn and every HTTP route but the stream's upgrade.  Not for production.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -49,7 +48,8 @@ from typing import TypeVar
 import orjson
 import trio
 
-from gateway.cli import GC_FULL_PASS_EVERY, GC_YOUNG_THRESHOLD
+from gateway.cli import settle_collector
+from gateway.edge import MAX_HEAD, head_end, parse_stream_upgrade
 from gateway.stream_socket import SocketStreamUpgrade, SocketTextSource, SocketTransport
 from providers.elevenlabs import ElevenLabsCodec, ElevenLabsProvider, create
 from providers.errors import ProviderConfigError
@@ -67,7 +67,7 @@ Transcript = PartialTranscript | FinalTranscript
 BATCH_FRAMES = 5  # 20 ms media frames per batch: 100 ms, as earpiece batches
 CHANNEL_SIZE = 20  # batches (or events) a channel holds before its sender waits
 MAX_MESSAGE_BYTES = 64 * 1024  # the largest Twilio message read
-MAX_HEAD = 16 * 1024  # bytes of an upgrade request's head
+STREAM_PATH = "/twilio/stream"  # as earpiece serves it
 HEAD_TIMEOUT = 10.0  # seconds for the upgrade request to arrive
 CONNECT_TIMEOUT = 10.0  # seconds for the provider's handshake
 FINAL_TIMEOUT = 5.0  # seconds for the provider to answer the end-of-audio commit
@@ -200,25 +200,24 @@ async def run_call(source: SocketTextSource, provider: ElevenLabsProvider) -> li
 
 
 async def read_upgrade(transport: SocketTransport) -> tuple[bytes, bytes] | None:
-    """The upgrade request's ``Sec-WebSocket-Key`` and the bytes after its head; None
-    (after a 400) when it is not a WebSocket upgrade or does not arrive in time."""
+    """The upgrade request's ``Sec-WebSocket-Key`` and the bytes after its head, read and
+    judged by the gateway's own edge (``gateway.edge``); None (after a 400) when it is not
+    a WebSocket upgrade of ``STREAM_PATH``, or None when it does not arrive in time."""
     head = b""
+    end = None
     with trio.move_on_after(HEAD_TIMEOUT):
-        while b"\r\n\r\n" not in head and len(head) <= MAX_HEAD:
+        while (end := head_end(head)) is None and len(head) <= MAX_HEAD:
             data = await transport.receive_some()
             if not data:
                 return None
             head += data
-    end = head.find(b"\r\n\r\n")
-    if end < 0:
+    if end is None:
         return None
-    lines = head[:end].split(b"\r\n")
-    key = next((value.strip() for name, _, value in (line.partition(b":") for line in lines[1:])
-                if name.strip().lower() == b"sec-websocket-key"), b"")
-    if not lines[0].startswith(b"GET ") or not key:
-        await transport.send_all(http_response(400, "a WebSocket upgrade (GET with Sec-WebSocket-Key) expected\n"))
+    upgrade = parse_stream_upgrade(head[:end], STREAM_PATH)
+    if upgrade is None or upgrade.refusal() is not None:
+        await transport.send_all(http_response(400, f"a WebSocket upgrade of {STREAM_PATH} expected\n"))
         return None
-    return key, head[end + 4:]
+    return upgrade.header(b"sec-websocket-key").strip(), head[end:]
 
 
 async def handle(provider: ElevenLabsProvider, stream: trio.SocketStream) -> None:
@@ -245,14 +244,6 @@ async def handle(provider: ElevenLabsProvider, stream: trio.SocketStream) -> Non
         log.exception("a call failed")
     finally:
         await transport.aclose()
-
-
-def settle_collector() -> None:
-    """What ``earpiece serve`` does once serving (gateway/cli.py): freeze what start-up
-    loaded, and the same thresholds, so that the comparison is fair."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, GC_FULL_PASS_EVERY)
 
 
 async def serve(provider: ElevenLabsProvider, port: int) -> None:

@@ -175,14 +175,14 @@ async def _serve_process(settings: Settings, chain: ProviderChain, env: Mapping[
             binds = await nursery.start(partial(serve_gateway, gateway, shutdown_trigger=signalled,
                                                 hurry_trigger=signalled_again, grace=settings.drain_grace,
                                                 listen_fd=listen_fd))
-            _settle_collector()
+            settle_collector()
             log.info("earpiece on %s provider=%s sinks=%s signatures=%s live-routes=%s", ", ".join(binds),
                      chain.primary.name, ",".join(hub.names),
                      "required" if settings.twilio_auth_token else "NOT checked",
                      gateway.read_access.describe())
 
 
-def _settle_collector() -> None:
+def settle_collector() -> None:
     """Once serving: everything loaded so far lives as long as the process, so keep it out
     of the collector's passes, which otherwise re-scan it under load."""
     gc.collect()

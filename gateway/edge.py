@@ -41,7 +41,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from .stream_socket import SocketStreamUpgrade, SocketTransport, StreamTransport, Transport
 from providers.wsframes import http_response
 
-__all__ = ["serve_edge", "parse_stream_upgrade", "UpgradeRequest"]
+__all__ = ["serve_edge", "parse_stream_upgrade", "head_end", "UpgradeRequest"]
 
 log = logging.getLogger("earpiece.gateway")
 

@@ -108,6 +108,24 @@ def _dist(values: list[float]) -> str:
             f"p99.9={pick(0.999):.3f} max={v[-1]:.3f} ms")
 
 
+def _instrument_every_run(instrument: object) -> None:
+    """Make every ``trio.run`` of this process (the gateway's) run with ``instrument``."""
+    import trio
+
+    original = trio.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), instrument]
+        return original(*args, **kwargs)
+
+    trio.run = run
+
+
+def _task_kind(task: object) -> str:
+    """A task's kind for the reports: the last two parts of its name (``SttSender.run``)."""
+    return ".".join(task.name.rsplit(".", 2)[-2:])  # type: ignore[attr-defined]
+
+
 def gc_default() -> None:
     import gateway.cli
 
@@ -177,13 +195,7 @@ def batch_report() -> None:
         def after_io_wait(self, timeout: float) -> None:
             passes[0] += 1
 
-    original_run = trio.run
-
-    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassCounter()]
-        return original_run(*args, **kwargs)
-
-    trio.run = run
+    _instrument_every_run(PassCounter())
     reads = {"marked": 0, "patience_out": 0, "plain": 0}
     replay_cls, transport_cls = actors.replay.ReplayBuffer, gateway.stream_socket.SocketTransport
     append, mark_sent, receive_some = replay_cls.append, replay_cls.mark_sent, transport_cls.receive_some
@@ -311,13 +323,7 @@ def loop_report() -> None:
             if self.t:
                 passes.append((time.thread_time_ns() - self.t) / 1e6)
 
-    original = trio.run
-
-    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassTimer()]
-        return original(*args, **kwargs)
-
-    trio.run = run
+    _instrument_every_run(PassTimer())
 
     @atexit.register
     def report() -> None:
@@ -344,7 +350,7 @@ def step_report() -> None:
             at[0] = time.thread_time_ns()
 
         def after_task_step(self, task: trio.lowlevel.Task) -> None:
-            name = ".".join(task.name.rsplit(".", 2)[-2:])
+            name = _task_kind(task)
             steps[name] += 1
             cpu[name] += time.thread_time_ns() - at[0]
 
@@ -356,13 +362,7 @@ def step_report() -> None:
         def after_io_wait(self, timeout: float) -> None:
             waits[2] += time.thread_time_ns() - at[1]
 
-    original = trio.run
-
-    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        kwargs["instruments"] = [*kwargs.get("instruments", ()), StepCounter()]
-        return original(*args, **kwargs)
-
-    trio.run = run
+    _instrument_every_run(StepCounter())
 
     @atexit.register
     def report() -> None:
@@ -404,7 +404,7 @@ def long_pass_report() -> None:
             self.step_t = time.thread_time_ns()
 
         def after_task_step(self, task: trio.lowlevel.Task) -> None:
-            name = ".".join(task.name.rsplit(".", 2)[-2:])
+            name = _task_kind(task)
             self.steps[name] += 1
             self.cpu[name] += (time.thread_time_ns() - self.step_t) / 1e6
 
@@ -414,13 +414,7 @@ def long_pass_report() -> None:
                 if ms > 3:
                     long.append((ms, self.steps, dict(self.cpu)))
 
-    original = trio.run
-
-    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        kwargs["instruments"] = [*kwargs.get("instruments", ()), PassTracer()]
-        return original(*args, **kwargs)
-
-    trio.run = run
+    _instrument_every_run(PassTracer())
 
     @atexit.register
     def report() -> None:
